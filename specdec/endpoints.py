@@ -1,0 +1,168 @@
+"""The two interfaces the orchestration loop is written against, and their in-process
+implementations. The gRPC implementations (coordinator/remote.py) have the same shape,
+so one loop serves the embedded engine and the distributed server alike.
+
+Every call carries the whole committed sequence (a list the caller owns); an
+implementation decides how much of it to send. Workers hold caches, never truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from typing import AsyncIterator, Protocol, Sequence
+
+import torch
+
+from specdec.cost import ForwardBudget
+from specdec.drafting import DEFAULT_PROPOSAL_TOP_N, AcceptanceHead, DraftToken, draft_tokens
+from specdec.policies import StopRule
+from specdec.sampling import SamplingParams, SparseDist
+from specdec.session import ModelSession
+from specdec.verifying import Verification, verify_draft
+
+
+class EndpointUnavailable(RuntimeError):
+    """The worker behind an endpoint cannot serve (dead, unreachable, shutting down)."""
+
+
+class DraftEndpoint(Protocol):
+    def draft(
+        self, session_id: str, committed: Sequence[int], rule: StopRule, params: SamplingParams, seed: int
+    ) -> AsyncIterator[DraftToken]: ...
+
+    async def release(self, session_id: str) -> None: ...
+
+
+class TargetEndpoint(Protocol):
+    async def verify(
+        self,
+        session_id: str,
+        committed: Sequence[int],
+        draft: Sequence[int],
+        proposals: Sequence[SparseDist] | None,
+        params: SamplingParams,
+        seed: int,
+    ) -> Verification: ...
+
+    async def release(self, session_id: str) -> None: ...
+
+
+class SessionStore:
+    """Per-session caches with a bound on count (LRU) and an idle TTL."""
+
+    def __init__(self, model: torch.nn.Module, budget: ForwardBudget | None, max_sessions: int, ttl_s: float):
+        self.model, self.budget = model, budget
+        self.max_sessions, self.ttl_s = max_sessions, ttl_s
+        self._sessions: OrderedDict[str, tuple[ModelSession, float]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.evictions = 0
+
+    def get(self, session_id: str) -> ModelSession:
+        now = time.monotonic()
+        with self._lock:
+            self._expire(now)
+            entry = self._sessions.pop(session_id, None)
+            session = entry[0] if entry else ModelSession(self.model, self.budget)
+            self._sessions[session_id] = (session, now)
+            while len(self._sessions) > self.max_sessions:
+                self._sessions.popitem(last=False)
+                self.evictions += 1
+            return session
+
+    def release(self, session_id: str) -> bool:
+        with self._lock:
+            return self._sessions.pop(session_id, None) is not None
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __contains__(self, session_id: str) -> bool:
+        return session_id in self._sessions
+
+    def _expire(self, now: float) -> None:
+        stale = [sid for sid, (_, used) in self._sessions.items() if now - used > self.ttl_s]
+        for sid in stale:
+            del self._sessions[sid]
+            self.evictions += 1
+
+
+class _ModelThread:
+    """One thread per model: calls into a model never interleave, and torch work runs
+    off the event loop (torch releases the GIL, so draft and target overlap)."""
+
+    def __init__(self, name: str):
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    async def run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+
+_END = object()
+
+
+class LocalDraft:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        budget: ForwardBudget | None = None,
+        top_n: int = DEFAULT_PROPOSAL_TOP_N,
+        head: AcceptanceHead | None = None,
+        max_sessions: int = 256,
+        ttl_s: float = 600.0,
+    ):
+        self.sessions = SessionStore(model, budget, max_sessions, ttl_s)
+        self.top_n, self.head = top_n, head
+        self._thread = _ModelThread("draft")
+
+    async def draft(self, session_id, committed, rule, params, seed) -> AsyncIterator[DraftToken]:
+        if rule.needs_acceptance_head and self.head is None:
+            raise ValueError("policy specdecpp needs an acceptance head: load one with --acceptance-head")
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        stop = threading.Event()
+        tokens = list(committed)
+
+        def work():
+            try:
+                session = self.sessions.get(session_id)
+                for tok in draft_tokens(session, 0, tokens, rule, params, seed, self.top_n, self.head):
+                    loop.call_soon_threadsafe(queue.put_nowait, tok)
+                    if stop.is_set():
+                        break
+            except BaseException as exc:  # surfaced to the consumer below
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, _END)
+
+        self._thread.executor.submit(work)
+        try:
+            while (item := await queue.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+
+    async def release(self, session_id: str) -> None:
+        self.sessions.release(session_id)
+
+
+class LocalTarget:
+    def __init__(self, model: torch.nn.Module, budget: ForwardBudget | None = None, max_sessions=256, ttl_s=600.0):
+        self.sessions = SessionStore(model, budget, max_sessions, ttl_s)
+        self._thread = _ModelThread("target")
+
+    async def verify(self, session_id, committed, draft, proposals, params, seed) -> Verification:
+        tokens, draft = list(committed), list(draft)
+
+        def work():
+            return verify_draft(self.sessions.get(session_id), 0, tokens, draft, proposals, params, seed)
+
+        return await self._thread.run(work)
+
+    async def release(self, session_id: str) -> None:
+        self.sessions.release(session_id)

@@ -1,0 +1,181 @@
+"""The embedded engine: the public Python API over the orchestration loop, in one process.
+
+    from specdec import Engine
+    engine = Engine.from_preset("tiny", seed=0)
+    out = engine.generate("def add(a, b):", max_new_tokens=32, mode="pearl")
+    out.text, out.stats.mean_acceptance_length
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from typing import Iterator, Sequence
+
+import torch
+
+from specdec.cost import CostProfile
+from specdec.endpoints import LocalDraft, LocalTarget
+from specdec.models import DType, check_pair, load_preset
+from specdec.orchestration import generate as run_request
+from specdec.request import GenerationRequest, GenerationResult, parse_mode
+from specdec.sampling import SamplingParams
+
+
+class Engine:
+    def __init__(
+        self,
+        draft: torch.nn.Module | None,
+        target: torch.nn.Module,
+        tokenizer,
+        *,
+        cost: CostProfile | str | None = None,
+        preset: str | None = None,
+        eos_token_ids: Sequence[int] | None = None,
+        acceptance_head=None,
+        proposal_top_n: int = 64,
+    ):
+        if draft is not None:
+            check_pair(draft, target)
+        self.draft, self.target, self.tokenizer = draft, target, tokenizer
+        self.preset = preset
+        self.cost = CostProfile.load(cost) if isinstance(cost, str) else cost
+        self.eos_token_ids = list(eos_token_ids) if eos_token_ids is not None else _eos_ids(target, tokenizer)
+        self.context_length = int(getattr(target.config, "max_position_embeddings", 32768))
+        self.vocab_size = int(target.config.vocab_size)
+        budget = (lambda role: self.cost.budget(role, preset)) if self.cost else (lambda role: None)
+        self.target_endpoint = LocalTarget(target, budget("target"))
+        self.draft_endpoint = (
+            LocalDraft(draft, budget("draft"), top_n=proposal_top_n, head=acceptance_head) if draft is not None else None
+        )
+
+    @classmethod
+    def from_preset(cls, name: str = "qwen-coder", *, seed: int = 0, dtype: DType | str = "float32", **kwargs):
+        pair = load_preset(name, seed=seed, dtype=dtype)
+        return cls(pair.draft, pair.target, pair.tokenizer, preset=name, **kwargs)
+
+    # -- requests -----------------------------------------------------------------
+
+    def make_request(
+        self,
+        prompt: str | Sequence[int],
+        *,
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        mode: str = "sequential",
+        policy: str = "adaedl",
+        draft_length: int = 4,
+        threshold: float | None = None,
+        ignore_eos: bool = False,
+        chat: bool = False,
+    ) -> GenerationRequest:
+        """Tokenise and validate; raises ValueError naming the bad field."""
+        request = GenerationRequest(
+            prompt_ids=tuple(self.encode(prompt, chat=chat)),
+            max_new_tokens=max_new_tokens,
+            sampling=SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p),
+            seed=seed,
+            mode=parse_mode(mode),
+            policy=policy,
+            draft_length=draft_length,
+            threshold=threshold,
+            ignore_eos=ignore_eos,
+        )
+        request.validate(self.context_length, self.vocab_size)
+        return request
+
+    def encode(self, prompt: str | Sequence[int], chat: bool = False) -> list[int]:
+        if isinstance(prompt, str):
+            if not prompt:
+                raise ValueError("prompt is empty: give some text or token ids")
+            if chat and getattr(self.tokenizer, "chat_template", None):
+                return list(
+                    self.tokenizer.apply_chat_template(
+                        [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True,
+                        return_dict=False,
+                    )
+                )
+            return list(self.tokenizer(prompt)["input_ids"])
+        return [int(t) for t in prompt]
+
+    async def agenerate(self, prompt, on_tokens=None, **kwargs) -> GenerationResult:
+        request = self.make_request(prompt, **kwargs)
+        result = await run_request(
+            request, self.draft_endpoint, self.target_endpoint, self.eos_token_ids, self.context_length, on_tokens
+        )
+        result.text = self.tokenizer.decode(result.token_ids, skip_special_tokens=True)
+        return result
+
+    def generate(self, prompt, on_tokens=None, **kwargs) -> GenerationResult:
+        """Generate to completion. `on_tokens(new_ids)` is called as tokens are committed."""
+        return _run_sync(self.agenerate(prompt, on_tokens=on_tokens, **kwargs))
+
+    def stream(self, prompt, **kwargs) -> Iterator[str]:
+        """Yield text deltas as tokens are committed (detokenised incrementally)."""
+        chunks: queue.Queue = queue.Queue()
+        done = object()
+        ids: list[int] = []
+        printed = [""]
+
+        def on_tokens(new):
+            ids.extend(new)
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            if not text.endswith("\ufffd"):  # hold back a partial UTF-8 character
+                chunks.put(text[len(printed[0]) :])
+                printed[0] = text
+
+        def work():
+            try:
+                chunks.put(self.generate(prompt, on_tokens=on_tokens, **kwargs))
+            except BaseException as exc:
+                chunks.put(exc)
+            chunks.put(done)
+
+        threading.Thread(target=work, daemon=True).start()
+        while (item := chunks.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            if isinstance(item, GenerationResult):
+                self.last_result = item
+                continue
+            if item:
+                yield item
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    ids = set()
+    for source in (getattr(model, "generation_config", None), model.config):
+        value = getattr(source, "eos_token_id", None) if source is not None else None
+        if isinstance(value, int):
+            ids.add(value)
+        elif value:
+            ids.update(value)
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        ids.add(tokenizer.eos_token_id)
+    return sorted(ids)
+
+
+def _run_sync(coro):
+    """asyncio.run, also from inside a running loop (notebooks): then on a helper thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("r", _capture(coro)))
+    t.start()
+    t.join()
+    if isinstance(box["r"], BaseException):
+        raise box["r"]
+    return box["r"]
+
+
+def _capture(coro):
+    try:
+        return asyncio.run(coro)
+    except BaseException as exc:
+        return exc

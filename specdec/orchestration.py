@@ -1,0 +1,209 @@
+"""The request loop: autoregressive, sequential and PEARL rounds against two endpoints.
+
+The same code runs embedded (specdec.endpoints.Local*) and distributed (gRPC
+endpoints in coordinator/remote.py). The coordinator's `committed` list is the
+truth; workers only cache it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from specdec import rng
+from specdec.drafting import DraftToken
+from specdec.endpoints import DraftEndpoint, EndpointUnavailable, TargetEndpoint
+from specdec.policies import DraftLengthPolicy, make_policy
+from specdec.request import FinishReason, GenerationRequest, GenerationResult, Mode, RequestStats
+
+log = logging.getLogger(__name__)
+
+# (new token ids) -> None, called as tokens are committed, in order
+OnTokens = Callable[[list[int]], None]
+
+
+@dataclass
+class Output:
+    """The committed sequence and the stopping rules; `emit` is the only way to grow it."""
+
+    request: GenerationRequest
+    eos_ids: frozenset[int]
+    context_length: int
+    on_tokens: OnTokens | None
+    committed: list[int] = field(default_factory=list)
+    generated: int = 0
+    finish: FinishReason | None = None
+
+    def __post_init__(self):
+        self.committed = list(self.request.prompt_ids)
+
+    @property
+    def remaining(self) -> int:
+        """Tokens still allowed, by max_new_tokens and by the model's context."""
+        by_context = self.context_length - len(self.committed)
+        return max(0, min(self.request.max_new_tokens - self.generated, by_context))
+
+    def emit(self, tokens: Sequence[int]) -> None:
+        new = []
+        for token in tokens:
+            if self.remaining == 0:
+                break
+            new.append(token)
+            self.committed.append(token)
+            self.generated += 1
+            if token in self.eos_ids:
+                self.finish = FinishReason.STOP
+                break
+        if self.finish is None and self.remaining == 0:
+            self.finish = FinishReason.LENGTH
+        if new and self.on_tokens is not None:
+            self.on_tokens(new)
+
+    @property
+    def done(self) -> bool:
+        return self.finish is not None
+
+
+@dataclass
+class _Clock:
+    """Compute intervals seen by the coordinator, for the critical-path time split."""
+
+    intervals: list[tuple[float, float]] = field(default_factory=list)
+
+    def add(self, end: float, seconds: float) -> None:
+        self.intervals.append((end - seconds, end))
+
+    def union(self) -> float:
+        total, cur_start, cur_end = 0.0, None, None
+        for start, end in sorted(self.intervals):
+            if cur_end is None or start > cur_end:
+                if cur_end is not None:
+                    total += cur_end - cur_start
+                cur_start, cur_end = start, end
+            else:
+                cur_end = max(cur_end, end)
+        return total + ((cur_end - cur_start) if cur_end is not None else 0.0)
+
+
+class Request:
+    """One request's state across rounds."""
+
+    def __init__(self, request, draft, target, eos_ids, context_length, on_tokens):
+        self.req: GenerationRequest = request
+        self.draft: DraftEndpoint | None = draft
+        self.target: TargetEndpoint = target
+        self.params = request.sampling
+        self.seed = request.seed if request.seed is not None else rng.fresh_seed()
+        self.session_id = uuid.uuid4().hex
+        self.policy: DraftLengthPolicy = make_policy(request.policy, request.draft_length, request.threshold)
+        eos = frozenset() if request.ignore_eos else frozenset(eos_ids)
+        self.out = Output(request, eos | frozenset(request.stop_token_ids), context_length, on_tokens)
+        self.stats = RequestStats()
+        self.clock = _Clock()
+        self.started = time.perf_counter()
+
+    # -- the two calls, timed -------------------------------------------------------
+
+    async def verify(self, draft: Sequence[DraftToken]):
+        tokens = [d.token for d in draft]
+        proposals = None if self.params.greedy else [d.q for d in draft]
+        began = time.perf_counter()
+        v = await self.target.verify(self.session_id, self.out.committed, tokens, proposals, self.params, self.seed)
+        ended = time.perf_counter()
+        self.clock.add(ended, v.seconds)
+        self.stats.target_compute_s += v.seconds
+        self.stats.network_s += max(0.0, ended - began - v.seconds)
+        self.stats.rounds += 1
+        self.stats.draft_tokens += len(tokens)
+        self.stats.accepted_tokens += v.verdict.accepted
+        if tokens:
+            self.policy.observe(len(tokens), v.verdict.accepted)
+        return v.verdict
+
+    def draft_stream(self, committed: Sequence[int], limit: int):
+        return self.draft.draft(self.session_id, committed, self.policy.rule(limit), self.params, self.seed)
+
+    def note_draft(self, token: DraftToken) -> None:
+        self.clock.add(time.perf_counter(), token.seconds)
+        self.stats.draft_compute_s += token.seconds
+
+    def commit(self, tokens: Sequence[int]) -> None:
+        self.stats.emitted_tokens += len(tokens)
+        if tokens and self.stats.time_to_first_token_s == 0.0:
+            self.stats.time_to_first_token_s = time.perf_counter() - self.started
+        self.out.emit(tokens)
+
+    def fall_back(self, exc: Exception) -> None:
+        """A dead draft degrades the request to target-only decoding, never to an error."""
+        log.warning("draft endpoint failed (%s); session %s continues target-only", exc, self.session_id)
+        self.draft = None
+        self.stats.draft_fallback = True
+
+    # -- modes ----------------------------------------------------------------------
+
+    async def autoregressive_round(self) -> None:
+        verdict = await self.verify([])
+        self.commit([verdict.next_token])
+
+    async def sequential_round(self) -> None:
+        limit = self.out.remaining - 1
+        if limit < 1 or self.draft is None:
+            return await self.autoregressive_round()
+        draft: list[DraftToken] = []
+        try:
+            async for token in self.draft_stream(self.out.committed, limit):
+                self.note_draft(token)
+                draft.append(token)
+        except EndpointUnavailable as exc:
+            return self.fall_back(exc)
+        verdict = await self.verify(draft)
+        self.commit([d.token for d in draft[: verdict.accepted]] + [verdict.next_token])
+
+    async def run(self) -> GenerationResult:
+        mode = self.req.mode
+        try:
+            if mode is Mode.PEARL:
+                from specdec.pearl import run_pearl
+
+                await run_pearl(self)
+            while not self.out.done:
+                if mode is Mode.AUTOREGRESSIVE:
+                    await self.autoregressive_round()
+                elif mode in (Mode.SEQUENTIAL, Mode.PEARL):
+                    await self.sequential_round()
+                else:
+                    raise ValueError(f"mode {mode.value} is not available in this build")
+        except asyncio.CancelledError:
+            self.out.finish = FinishReason.CANCELLED
+            raise
+        finally:
+            await self.release()
+        self.stats.wall_s = time.perf_counter() - self.started
+        self.stats.critical_compute_s = self.clock.union()
+        prompt_len = len(self.req.prompt_ids)
+        return GenerationResult(self.out.committed[prompt_len:], self.out.finish, self.stats, self.seed)
+
+    async def release(self) -> None:
+        endpoints = [e for e in (self.draft, self.target) if e is not None]
+        results = await asyncio.gather(*(e.release(self.session_id) for e in endpoints), return_exceptions=True)
+        for r in results:
+            if isinstance(r, Exception):
+                log.debug("release of session %s failed: %s", self.session_id, r)
+
+
+async def generate(
+    request: GenerationRequest,
+    draft: DraftEndpoint | None,
+    target: TargetEndpoint,
+    eos_ids: Sequence[int],
+    context_length: int,
+    on_tokens: OnTokens | None = None,
+) -> GenerationResult:
+    """Run one request to completion (or cancellation) and return its result."""
+    if request.mode is not Mode.AUTOREGRESSIVE and draft is None:
+        raise ValueError(f"mode {request.mode.value} needs a draft model")
+    return await Request(request, draft, target, eos_ids, context_length, on_tokens).run()

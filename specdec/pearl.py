@@ -1,0 +1,134 @@
+"""PEARL: drafting and verification overlapped (ALGORITHMS.md section 4).
+
+The target never waits for a whole draft, and the draft never waits for a verdict:
+- pre-verify: after a rejection the draft starts a new window and the target checks
+  its FIRST token as soon as it exists, while the draft drafts on;
+- post-verify: while the target verifies a window, the draft drafts the next window
+  as if all were accepted; a rejection cancels that draft and both caches crop to
+  the committed prefix on their next call (implicit rollback).
+When all of a window is accepted the target's bonus token is dropped if the draft
+has continued past it (its next tokens are tested instead), and used otherwise.
+Both choices keep the output distribution exactly the target's: each position is
+still decided by one standard accept/reject test, and which choice is taken does
+not depend on any random draw.
+
+Seeded sampling in this mode is reproducible in distribution, not bit for bit:
+whether a bonus token is used depends on timing. Greedy output is always exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+from specdec.drafting import DraftToken
+from specdec.endpoints import EndpointUnavailable
+
+
+class _DraftStream:
+    """An async iterator of draft tokens whose next item can be awaited as a task."""
+
+    def __init__(self, tokens: AsyncIterator[DraftToken]):
+        self._tokens = tokens
+        self._next: asyncio.Task | None = None
+
+    def next_task(self) -> asyncio.Task:
+        if self._next is None:
+            self._next = asyncio.ensure_future(anext(self._tokens))
+        return self._next
+
+    def take(self) -> DraftToken | None:
+        """The finished next item; None when the stream ended (the stop rule fired)."""
+        task, self._next = self._next, None
+        try:
+            return task.result()
+        except StopAsyncIteration:
+            return None
+
+    async def next(self) -> DraftToken | None:
+        await asyncio.wait({self.next_task()})
+        return self.take()
+
+    async def cancel(self) -> None:
+        if self._next is not None:
+            self._next.cancel()
+            with contextlib.suppress(BaseException):
+                await self._next
+        with contextlib.suppress(BaseException):
+            await self._tokens.aclose()
+
+
+@dataclass
+class _InFlight:
+    window: list[DraftToken]
+    task: asyncio.Task
+
+
+async def run_pearl(req) -> None:
+    """Run `req` (an orchestration.Request) in PEARL mode until done or the draft fails;
+    on a draft failure the caller's loop finishes the request target-only."""
+    pending: list[DraftToken] = []  # drafted, not yet sent to the target
+    stream: _DraftStream | None = None
+    inflight: _InFlight | None = None
+    try:
+        while not req.out.done:
+            in_window = inflight.window if inflight else []
+            if stream is None and not pending and req.draft is not None:
+                limit = req.out.remaining - len(in_window) - 1
+                if limit >= 1:
+                    base = req.out.committed + [d.token for d in in_window]
+                    stream = _DraftStream(req.draft_stream(base, limit))
+
+            if inflight is None:
+                if not pending:
+                    if stream is None:
+                        return  # nothing left to draft: the caller finishes target-only
+                    try:
+                        token = await stream.next()
+                    except EndpointUnavailable as exc:
+                        req.fall_back(exc)
+                        stream = None
+                        continue
+                    if token is None:
+                        stream = None
+                        continue
+                    req.note_draft(token)
+                    pending.append(token)
+                inflight = _InFlight(pending, asyncio.ensure_future(req.verify(pending)))
+                pending = []
+                continue
+
+            waits = {inflight.task} | ({stream.next_task()} if stream else set())
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            if stream is not None and stream.next_task() in done:
+                try:
+                    token = stream.take()
+                except EndpointUnavailable as exc:
+                    req.fall_back(exc)
+                    token = None
+                if token is None:
+                    stream = None
+                else:
+                    req.note_draft(token)
+                    pending.append(token)
+            if inflight.task in done:
+                verdict = inflight.task.result()
+                window, inflight = [d.token for d in inflight.window], None
+                if verdict.all_accepted:
+                    draft_went_on = bool(pending) or stream is not None
+                    req.commit(window + ([] if draft_went_on else [verdict.next_token]))
+                else:
+                    req.commit(window[: verdict.accepted] + [verdict.next_token])
+                    pending = []
+                    if stream is not None:
+                        await stream.cancel()
+                        stream = None
+    finally:
+        if stream is not None:
+            await stream.cancel()
+        if inflight is not None:
+            inflight.task.cancel()
+            with contextlib.suppress(BaseException):
+                await inflight.task

@@ -1,0 +1,114 @@
+"""What a caller asks for and what it gets back: typed, validated, transport-free."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, asdict
+
+from specdec.policies import PolicyName, make_policy
+from specdec.sampling import SamplingParams
+
+MAX_NEW_TOKENS_LIMIT = 32768
+
+
+class Mode(str, enum.Enum):
+    AUTOREGRESSIVE = "autoregressive"  # the target alone: the baseline, through the same code path
+    SEQUENTIAL = "sequential"  # vanilla speculative decoding: draft, then verify
+    PEARL = "pearl"  # drafting and verification overlapped (pre-/post-verify)
+    GSD = "gsd"  # graph-structured drafts verified as a tree
+
+
+class FinishReason(str, enum.Enum):
+    STOP = "stop"  # EOS or a stop token
+    LENGTH = "length"  # max_new_tokens or the model's context
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt_ids: tuple[int, ...]
+    max_new_tokens: int = 64
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    seed: int | None = None  # None: a fresh seed, reported in the result
+    mode: Mode = Mode.SEQUENTIAL
+    policy: str = PolicyName.ADAEDL.value
+    draft_length: int = 4  # k for fixed/heuristic (start), k_max for adaedl/specdecpp, window for pearl
+    threshold: float | None = None  # specdecpp's stop threshold
+    ignore_eos: bool = False  # generate exactly max_new_tokens (benchmarks)
+    stop_token_ids: tuple[int, ...] = ()
+
+    def validate(self, context_length: int | None = None, vocab_size: int | None = None) -> None:
+        """Raise ValueError naming the field and the fix."""
+        if not self.prompt_ids:
+            raise ValueError("prompt is empty: give at least one token")
+        if vocab_size is not None:
+            bad = [t for t in self.prompt_ids if not 0 <= t < vocab_size]
+            if bad:
+                raise ValueError(f"prompt_token_ids has ids outside 0..{vocab_size - 1}: {bad[:5]}")
+        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
+            raise ValueError(f"max_new_tokens must be in 1..{MAX_NEW_TOKENS_LIMIT}, got {self.max_new_tokens}")
+        if context_length is not None and len(self.prompt_ids) >= context_length:
+            raise ValueError(
+                f"prompt is {len(self.prompt_ids)} tokens, the model's context is {context_length}: shorten the prompt"
+            )
+        if not isinstance(self.mode, Mode):
+            raise ValueError(f"mode must be one of {', '.join(m.value for m in Mode)}; got {self.mode!r}")
+        self.sampling.validate()
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be in 0..2**63-1, got {self.seed}")
+        make_policy(self.policy, self.draft_length, self.threshold)  # validates policy/draft_length/threshold
+
+
+def parse_mode(mode: str | Mode) -> Mode:
+    try:
+        return Mode(mode)
+    except ValueError:
+        raise ValueError(f"mode must be one of {', '.join(m.value for m in Mode)}; got {mode!r}") from None
+
+
+@dataclass
+class RequestStats:
+    """Per-request counters (names as in ALGORITHMS.md) and where the time went."""
+
+    rounds: int = 0  # target verification passes
+    draft_tokens: int = 0  # draft tokens sent for verification
+    accepted_tokens: int = 0
+    emitted_tokens: int = 0  # tokens produced by rounds (before truncation at EOS/length)
+    wall_s: float = 0.0
+    time_to_first_token_s: float = 0.0
+    draft_compute_s: float = 0.0
+    target_compute_s: float = 0.0
+    network_s: float = 0.0  # call wall time not spent computing in a worker
+    critical_compute_s: float = 0.0  # union of draft and target compute intervals
+    draft_fallback: bool = False  # the draft failed and the request went on target-only
+    reprefills: int = 0  # worker sessions rebuilt from the coordinator's history
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted_tokens / self.draft_tokens if self.draft_tokens else 0.0
+
+    @property
+    def mean_acceptance_length(self) -> float:
+        return self.emitted_tokens / self.rounds if self.rounds else 0.0
+
+    @property
+    def overhead_share(self) -> float:
+        return max(0.0, self.wall_s - self.critical_compute_s) / self.wall_s if self.wall_s else 0.0
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.update(
+            acceptance_rate=self.acceptance_rate,
+            mean_acceptance_length=self.mean_acceptance_length,
+            overhead_share=self.overhead_share,
+        )
+        return d
+
+
+@dataclass
+class GenerationResult:
+    token_ids: list[int]
+    finish_reason: FinishReason
+    stats: RequestStats
+    seed: int
+    text: str = ""
