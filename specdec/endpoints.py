@@ -118,18 +118,23 @@ class LocalDraft:
         self.top_n, self.head = top_n, head
         self._thread = _ModelThread("draft")
 
-    async def draft(self, session_id, committed, rule, params, seed) -> AsyncIterator[DraftToken]:
+    def draft(self, session_id, committed, rule, params, seed) -> AsyncIterator[DraftToken]:
+        return self.draft_from(session_id, 0, committed, rule, params, seed)
+
+    async def draft_from(self, session_id, start, tokens, rule, params, seed) -> AsyncIterator[DraftToken]:
+        """Draft after `session.tokens[:start] + tokens` (a worker gets only the tokens it
+        lacks); raises SessionStateLost if the session holds fewer than `start` tokens."""
         if rule.needs_acceptance_head and self.head is None:
             raise ValueError("policy specdecpp needs an acceptance head: load one with --acceptance-head")
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         stop = threading.Event()
-        tokens = list(committed)
+        tokens = list(tokens)
 
         def work():
             try:
                 session = self.sessions.get(session_id)
-                for tok in draft_tokens(session, 0, tokens, rule, params, seed, self.top_n, self.head):
+                for tok in draft_tokens(session, start, tokens, rule, params, seed, self.top_n, self.head):
                     loop.call_soon_threadsafe(queue.put_nowait, tok)
                     if stop.is_set():
                         break
@@ -157,10 +162,14 @@ class LocalTarget:
         self._thread = _ModelThread("target")
 
     async def verify(self, session_id, committed, draft, proposals, params, seed) -> Verification:
-        tokens, draft = list(committed), list(draft)
+        return await self.verify_from(session_id, 0, committed, draft, proposals, params, seed)
+
+    async def verify_from(self, session_id, start, tokens, draft, proposals, params, seed) -> Verification:
+        """Verify `draft` after `session.tokens[:start] + tokens` (see LocalDraft.draft_from)."""
+        tokens, draft = list(tokens), list(draft)
 
         def work():
-            return verify_draft(self.sessions.get(session_id), 0, tokens, draft, proposals, params, seed)
+            return verify_draft(self.sessions.get(session_id), start, tokens, draft, proposals, params, seed)
 
         return await self._thread.run(work)
 

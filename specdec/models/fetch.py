@@ -509,6 +509,8 @@ def fetch_model(
             ) from e
 
         _rmtree(pkg_dir)
+        with contextlib.suppress(OSError):
+            pkg_dir.parent.rmdir()  # only if empty
         if not keep_gguf:
             with contextlib.suppress(OSError):
                 gguf_path.unlink()

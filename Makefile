@@ -1,0 +1,33 @@
+# The two commands of the quick start are `make demo` and `make test`.
+PY      ?= .venv/bin/python
+PIP     ?= .venv/bin/pip
+PYTEST  ?= .venv/bin/pytest
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install test test-slow demo bench protos clean
+
+.venv/.installed: pyproject.toml
+	python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	# CPU torch from the local wheel (an unpinned torch pulls a multi-GB CUDA build)
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev,gguf,bench]'
+	touch $@
+
+install: .venv/.installed
+
+test: install
+	$(PYTEST) -q -x -p no:cacheprovider
+
+test-slow: install
+	$(PYTEST) -q -m slow -p no:cacheprovider
+
+demo: install
+	$(PY) -m specdec.cli models fetch
+	$(PY) -m specdec.cli generate --mode sequential "Write a Python function that checks whether a number is prime."
+
+bench: install
+	$(PY) -m specdec.cli bench --preset tiny --cost gpu-like --json bench-results/tiny-gpu-like.json
+
+clean:
+	rm -rf .venv build *.egg-info bench-results

@@ -1,0 +1,17 @@
+"""`specdec bench`: the mode x policy matrix against the target-alone baseline.
+
+- runner.py  runs the matrix (interleaved with the baseline, warm-up first) and
+             collects one raw record per run;
+- peer.py    Hugging Face assisted generation on the same pair, as the outside peer;
+- report.py  the analytic bounds, medians per configuration and per prompt kind,
+             the markdown tables, the JSON file and the PNG plot;
+- cli.py     the typer command (`specdec bench --help`).
+
+The rules it follows are BENCHMARKING.md's: same invocation, same prompts, same
+max tokens, medians, raw JSON kept, both cost regimes labelled, never a speed
+asserted in a test.
+"""
+
+from pathlib import Path
+
+DEFAULT_PROMPTS = Path(__file__).parent / "prompts.jsonl"

@@ -1,0 +1,92 @@
+"""Core types <-> protobuf messages of the worker protocol, in one place.
+
+Used by the workers (requests in, results out) and by the coordinator's remote
+endpoints (the other way round). Imports torch (proposals are tensors in the core),
+so the torch-free client SDK never imports this module.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from specdec.acceptance import Verdict
+from specdec.drafting import DraftToken
+from specdec.pb.v1 import common_pb2, draft_worker_pb2, target_worker_pb2
+from specdec.policies import StopRule
+from specdec.sampling import SamplingParams, SparseDist
+from specdec.verifying import Verification
+
+
+def sampling_to_pb(params: SamplingParams) -> common_pb2.SamplingParams:
+    return common_pb2.SamplingParams(temperature=params.temperature, top_k=params.top_k, top_p=params.top_p)
+
+
+def sampling_from_pb(msg: common_pb2.SamplingParams) -> SamplingParams:
+    params = SamplingParams(temperature=msg.temperature, top_k=msg.top_k, top_p=msg.top_p)
+    params.validate()
+    return params
+
+
+def rule_to_pb(rule: StopRule) -> common_pb2.StopRule:
+    return common_pb2.StopRule(
+        max_tokens=rule.max_tokens,
+        min_tokens=rule.min_tokens,
+        entropy_lambda=rule.entropy_lambda,
+        reject_threshold=rule.reject_threshold,
+    )
+
+
+def rule_from_pb(msg: common_pb2.StopRule) -> StopRule:
+    if msg.max_tokens < 1:
+        raise ValueError(f"rule.max_tokens must be >= 1, got {msg.max_tokens}")
+    return StopRule(
+        max_tokens=msg.max_tokens,
+        min_tokens=max(1, msg.min_tokens),
+        entropy_lambda=msg.entropy_lambda if msg.HasField("entropy_lambda") else None,
+        reject_threshold=msg.reject_threshold if msg.HasField("reject_threshold") else None,
+    )
+
+
+def proposal_to_pb(q: SparseDist) -> common_pb2.Proposal:
+    return common_pb2.Proposal(token_ids=q.token_ids.tolist(), probs=q.probs.tolist())
+
+
+def proposal_from_pb(msg: common_pb2.Proposal) -> SparseDist:
+    # fp32 on the wire and in the core: q arrives bit for bit as the draft sampled from it
+    return SparseDist(
+        token_ids=torch.tensor(msg.token_ids, dtype=torch.int64),
+        probs=torch.tensor(msg.probs, dtype=torch.float32),
+    )
+
+
+def draft_token_to_pb(token: DraftToken) -> draft_worker_pb2.DraftToken:
+    return draft_worker_pb2.DraftToken(
+        token_id=token.token,
+        q=proposal_to_pb(token.q) if token.q is not None else None,
+        entropy=token.entropy,
+        p_accept=token.p_accept,
+        compute_seconds=token.seconds,
+    )
+
+
+def draft_token_from_pb(msg: draft_worker_pb2.DraftToken) -> DraftToken:
+    return DraftToken(
+        token=msg.token_id,
+        q=proposal_from_pb(msg.q) if msg.HasField("q") else None,
+        entropy=msg.entropy,
+        p_accept=msg.p_accept if msg.HasField("p_accept") else None,
+        seconds=msg.compute_seconds,
+    )
+
+
+def verification_to_pb(v: Verification) -> target_worker_pb2.VerifyResponse:
+    return target_worker_pb2.VerifyResponse(
+        accepted=v.verdict.accepted,
+        next_token=v.verdict.next_token,
+        drafted=v.verdict.drafted,
+        compute_seconds=v.seconds,
+    )
+
+
+def verification_from_pb(msg: target_worker_pb2.VerifyResponse) -> Verification:
+    return Verification(Verdict(msg.accepted, msg.next_token, msg.drafted), msg.compute_seconds)
