@@ -29,5 +29,9 @@ demo: install
 bench: install
 	$(PY) -m specdec.cli bench --preset tiny --cost gpu-like --json bench-results/tiny-gpu-like.json
 
+# Regenerate specdec/pb/v1 from protos/specdec/v1 (commit the result; CI checks it is fresh)
+protos: install
+	$(PY) scripts/gen_protos.py
+
 clean:
 	rm -rf .venv build *.egg-info bench-results

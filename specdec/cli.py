@@ -97,6 +97,20 @@ def _generate_remote(address, prompt, chat, params) -> dict:
     return stats
 
 
+from specdec.bench.cli import bench  # noqa: E402  (typer-only module: keeps --help fast)
+
+app.command("bench")(bench)
+
+from specdec.head_cli import train_head  # noqa: E402  (typer-only module: keeps --help fast)
+
+app.command("train-head")(train_head)
+
+from coordinator.cli import serve, up  # noqa: E402  (typer-only module: keeps --help fast)
+
+app.command("serve")(serve)
+app.command("up")(up)
+
+
 def main() -> None:
     app()
 

@@ -19,6 +19,9 @@ import torch
 
 from specdec.cost import ForwardBudget
 from specdec.drafting import DEFAULT_PROPOSAL_TOP_N, AcceptanceHead, DraftToken, draft_tokens
+from specdec.gsd.drafting import draft_tree
+from specdec.gsd.tree import DraftTree, TreeParams
+from specdec.gsd.verifying import TreeVerification, verify_draft_tree
 from specdec.policies import StopRule
 from specdec.sampling import SamplingParams, SparseDist
 from specdec.session import ModelSession
@@ -34,6 +37,10 @@ class DraftEndpoint(Protocol):
         self, session_id: str, committed: Sequence[int], rule: StopRule, params: SamplingParams, seed: int
     ) -> AsyncIterator[DraftToken]: ...
 
+    async def draft_tree(
+        self, session_id: str, committed: Sequence[int], tree: TreeParams, params: SamplingParams, seed: int
+    ) -> DraftTree: ...
+
     async def release(self, session_id: str) -> None: ...
 
 
@@ -47,6 +54,10 @@ class TargetEndpoint(Protocol):
         params: SamplingParams,
         seed: int,
     ) -> Verification: ...
+
+    async def verify_tree(
+        self, session_id: str, committed: Sequence[int], tree: DraftTree, params: SamplingParams, seed: int
+    ) -> TreeVerification: ...
 
     async def release(self, session_id: str) -> None: ...
 
@@ -100,6 +111,11 @@ class _ModelThread:
     async def run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
+    def release(self, sessions: SessionStore, session_id: str) -> None:
+        """Drop a session once the calls already queued for it have run (a cancelled call
+        may still be queued: releasing first would let it recreate the session)."""
+        self.executor.submit(sessions.release, session_id)
+
 
 _END = object()
 
@@ -132,6 +148,8 @@ class LocalDraft:
         tokens = list(tokens)
 
         def work():
+            if stop.is_set():  # the consumer left before this call reached the model thread
+                return
             try:
                 session = self.sessions.get(session_id)
                 for tok in draft_tokens(session, start, tokens, rule, params, seed, self.top_n, self.head):
@@ -152,8 +170,21 @@ class LocalDraft:
         finally:
             stop.set()
 
+    async def draft_tree(self, session_id, committed, tree, params, seed) -> DraftTree:
+        return await self.draft_tree_from(session_id, 0, committed, tree, params, seed)
+
+    async def draft_tree_from(self, session_id, start, tokens, tree, params, seed) -> DraftTree:
+        """A GSD draft tree after `session.tokens[:start] + tokens` (see draft_from)."""
+        tree.validate()
+        tokens = list(tokens)
+
+        def work():
+            return draft_tree(self.sessions.get(session_id), start, tokens, tree, params, seed, self.top_n)
+
+        return await self._thread.run(work)
+
     async def release(self, session_id: str) -> None:
-        self.sessions.release(session_id)
+        self._thread.release(self.sessions, session_id)
 
 
 class LocalTarget:
@@ -173,5 +204,17 @@ class LocalTarget:
 
         return await self._thread.run(work)
 
+    async def verify_tree(self, session_id, committed, tree, params, seed) -> TreeVerification:
+        return await self.verify_tree_from(session_id, 0, committed, tree, params, seed)
+
+    async def verify_tree_from(self, session_id, start, tokens, tree, params, seed) -> TreeVerification:
+        """Verify a GSD draft tree after `session.tokens[:start] + tokens`."""
+        tokens = list(tokens)
+
+        def work():
+            return verify_draft_tree(self.sessions.get(session_id), start, tokens, tree, params, seed)
+
+        return await self._thread.run(work)
+
     async def release(self, session_id: str) -> None:
-        self.sessions.release(session_id)
+        self._thread.release(self.sessions, session_id)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import threading
 from typing import Iterator, Sequence
@@ -17,6 +18,7 @@ import torch
 
 from specdec.cost import CostProfile
 from specdec.endpoints import LocalDraft, LocalTarget
+from specdec.gsd.tree import TreeParams
 from specdec.models import DType, check_pair, load_preset
 from specdec.orchestration import generate as run_request
 from specdec.request import GenerationRequest, GenerationResult, parse_mode
@@ -33,11 +35,15 @@ class Engine:
         cost: CostProfile | str | None = None,
         preset: str | None = None,
         eos_token_ids: Sequence[int] | None = None,
-        acceptance_head=None,
+        acceptance_head=None,  # SpecDec++: an AcceptanceHead, or the folder of one (specdec.head.load_head)
         proposal_top_n: int = 64,
     ):
         if draft is not None:
             check_pair(draft, target)
+        if isinstance(acceptance_head, (str, os.PathLike)):
+            from specdec.head import load_head
+
+            acceptance_head = load_head(acceptance_head, draft)
         self.draft, self.target, self.tokenizer = draft, target, tokenizer
         self.preset = preset
         self.cost = CostProfile.load(cost) if isinstance(cost, str) else cost
@@ -72,8 +78,24 @@ class Engine:
         threshold: float | None = None,
         ignore_eos: bool = False,
         chat: bool = False,
+        tree_width: int | None = None,
+        tree_depth: int | None = None,
+        tree_nodes: int | None = None,
+        sibling_threshold: float | None = None,
+        prob_threshold: float | None = None,
+        merge_context: int | None = None,
     ) -> GenerationRequest:
-        """Tokenise and validate; raises ValueError naming the bad field."""
+        """Tokenise and validate; raises ValueError naming the bad field.
+        The tree_* / *_threshold / merge_context kwargs shape mode gsd's draft trees
+        (None: the TreeParams default)."""
+        tree_kwargs = dict(
+            width=tree_width,
+            depth=tree_depth,
+            max_nodes=tree_nodes,
+            sibling_threshold=sibling_threshold,
+            prob_threshold=prob_threshold,
+            merge_context=merge_context,
+        )
         request = GenerationRequest(
             prompt_ids=tuple(self.encode(prompt, chat=chat)),
             max_new_tokens=max_new_tokens,
@@ -84,6 +106,7 @@ class Engine:
             draft_length=draft_length,
             threshold=threshold,
             ignore_eos=ignore_eos,
+            tree=TreeParams(**{k: v for k, v in tree_kwargs.items() if v is not None}),
         )
         request.validate(self.context_length, self.vocab_size)
         return request

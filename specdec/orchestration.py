@@ -1,4 +1,4 @@
-"""The request loop: autoregressive, sequential and PEARL rounds against two endpoints.
+"""The request loop: autoregressive, sequential, PEARL and GSD rounds against two endpoints.
 
 The same code runs embedded (specdec.endpoints.Local*) and distributed (gRPC
 endpoints in coordinator/remote.py). The coordinator's `committed` list is the
@@ -8,6 +8,7 @@ truth; workers only cache it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -22,8 +23,9 @@ from specdec.request import FinishReason, GenerationRequest, GenerationResult, M
 
 log = logging.getLogger(__name__)
 
-# (new token ids) -> None, called as tokens are committed, in order
-OnTokens = Callable[[list[int]], None]
+# (new token ids) -> stop?, called as tokens are committed, in order; returning True
+# finishes the request with FinishReason.STOP (the coordinator's stop strings)
+OnTokens = Callable[[list[int]], "bool | None"]
 
 
 @dataclass
@@ -60,8 +62,8 @@ class Output:
                 break
         if self.finish is None and self.remaining == 0:
             self.finish = FinishReason.LENGTH
-        if new and self.on_tokens is not None:
-            self.on_tokens(new)
+        if new and self.on_tokens is not None and self.on_tokens(new):
+            self.finish = FinishReason.STOP
 
     @property
     def done(self) -> bool:
@@ -163,6 +165,34 @@ class Request:
         verdict = await self.verify(draft)
         self.commit([d.token for d in draft[: verdict.accepted]] + [verdict.next_token])
 
+    async def gsd_round(self) -> None:
+        """GSD: the draft sends a token tree, the target keeps one root path of it."""
+        limit = self.out.remaining - 1
+        if limit < 1 or self.draft is None:
+            return await self.autoregressive_round()
+        shape = dataclasses.replace(self.req.tree, depth=min(self.req.tree.depth, limit))
+        began = time.perf_counter()
+        try:
+            tree = await self.draft.draft_tree(self.session_id, self.out.committed, shape, self.params, self.seed)
+        except EndpointUnavailable as exc:
+            return self.fall_back(exc)
+        drafted = time.perf_counter()
+        v = await self.target.verify_tree(self.session_id, self.out.committed, tree, self.params, self.seed)
+        ended = time.perf_counter()
+        self.clock.add(drafted, tree.seconds)
+        self.clock.add(ended, v.seconds)
+        s = self.stats
+        s.draft_compute_s += tree.seconds
+        s.target_compute_s += v.seconds
+        s.network_s += max(0.0, drafted - began - tree.seconds) + max(0.0, ended - drafted - v.seconds)
+        s.rounds += 1
+        s.draft_tokens += len(tree)
+        s.accepted_tokens += v.verdict.accepted
+        s.tree_nodes += len(tree)
+        s.dag_nodes += tree.dag_nodes
+        s.merged_nodes += tree.merged_nodes
+        self.commit(list(v.verdict.tokens) + [v.verdict.next_token])
+
     async def run(self) -> GenerationResult:
         mode = self.req.mode
         try:
@@ -175,6 +205,8 @@ class Request:
                     await self.autoregressive_round()
                 elif mode in (Mode.SEQUENTIAL, Mode.PEARL):
                     await self.sequential_round()
+                elif mode is Mode.GSD:
+                    await self.gsd_round()
                 else:
                     raise ValueError(f"mode {mode.value} is not available in this build")
         except asyncio.CancelledError:

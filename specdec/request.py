@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field, asdict
 
+from specdec.gsd.tree import TreeParams
 from specdec.policies import PolicyName, make_policy
 from specdec.sampling import SamplingParams
 
@@ -36,6 +37,7 @@ class GenerationRequest:
     threshold: float | None = None  # specdecpp's stop threshold
     ignore_eos: bool = False  # generate exactly max_new_tokens (benchmarks)
     stop_token_ids: tuple[int, ...] = ()
+    tree: TreeParams = field(default_factory=TreeParams)  # mode gsd: how draft trees are grown
 
     def validate(self, context_length: int | None = None, vocab_size: int | None = None) -> None:
         """Raise ValueError naming the field and the fix."""
@@ -57,6 +59,7 @@ class GenerationRequest:
         if self.seed is not None and not 0 <= self.seed < 2**63:
             raise ValueError(f"seed must be in 0..2**63-1, got {self.seed}")
         make_policy(self.policy, self.draft_length, self.threshold)  # validates policy/draft_length/threshold
+        self.tree.validate()
 
 
 def parse_mode(mode: str | Mode) -> Mode:
@@ -82,6 +85,9 @@ class RequestStats:
     critical_compute_s: float = 0.0  # union of draft and target compute intervals
     draft_fallback: bool = False  # the draft failed and the request went on target-only
     reprefills: int = 0  # worker sessions rebuilt from the coordinator's history
+    tree_nodes: int = 0  # mode gsd: nodes in the verified token trees (= draft_tokens)
+    dag_nodes: int = 0  # mode gsd: distinct nodes the draft drafted (merged sub-DAGs counted once)
+    merged_nodes: int = 0  # mode gsd: draws merged into an existing node instead of drafted anew
 
     @property
     def acceptance_rate(self) -> float:

@@ -17,11 +17,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
-import os
-import platform
-import shlex
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -31,6 +27,8 @@ from typing import Callable, Sequence
 import torch
 
 from specdec.bench import DEFAULT_PROMPTS
+from specdec.bench.peer import assisted_generate, peer_settings
+from specdec.bench.report import load_average, machine_info
 from specdec.cost import CostProfile, ForwardBudget
 from specdec.orchestration import generate as run_request
 from specdec.policies import make_policy
@@ -77,7 +75,7 @@ class Configuration:
     """One cell of the matrix: a mode and a draft-length policy."""
 
     mode: str
-    policy: str = "fixed"
+    policy: str = "fixed"  # the baseline runs with fixed:1, which autoregressive never consults
     draft_length: int = 1
     spec: str = ""  # the --policies item it came from, e.g. "fixed:4" or "adaedl"
 
@@ -86,12 +84,23 @@ class Configuration:
         return self.mode == Mode.AUTOREGRESSIVE.value
 
     @property
+    def peer(self) -> bool:
+        return self.mode == PEER_NAME
+
+    @property
+    def uses_policy(self) -> bool:
+        return not (self.baseline or self.peer or self.mode in POLICY_FREE_MODES)
+
+    @property
     def name(self) -> str:
-        return self.mode if self.baseline else f"{self.mode} {self.spec}"
+        return f"{self.mode} {self.spec}" if self.uses_policy else self.mode
 
 
+# gsd's drafts are shaped by its tree parameters, not by a draft-length policy: one cell
+POLICY_FREE_MODES = frozenset({Mode.GSD.value})
+PEER_NAME = "hf-assisted"  # Hugging Face assisted generation (peer.py), not one of our modes
 BASELINE = Configuration(Mode.AUTOREGRESSIVE.value)
-PEER_NAME = "hf-assisted"
+PEER = Configuration(PEER_NAME)
 
 
 @dataclass(frozen=True)
@@ -129,7 +138,9 @@ def build_matrix(settings: BenchSettings) -> list[Configuration]:
     policies = parse_policies(settings.policies, settings.draft_length)
     configs = [BASELINE]
     for mode in modes:
-        if mode != BASELINE.mode:
+        if mode in POLICY_FREE_MODES:
+            configs.append(Configuration(mode, spec="tree"))
+        elif mode != BASELINE.mode:
             configs += [Configuration(mode, name, k, spec) for name, k, spec in policies]
     return configs
 
@@ -162,15 +173,17 @@ def load_prompts(path: str | Path, kinds: Sequence[str] = (), limit: int | None 
 
 
 class ForwardMeter:
-    """Counts a model's forwards, tokens and real compute seconds through module hooks.
+    """Times every forward of a model (tokens in, real compute seconds) through module hooks.
 
     With `budget` set, every forward is also held to that ForwardBudget: this is how
     the Hugging Face peer, whose forwards bypass our sessions, pays the same emulated
     costs. A model is never called from two threads at once, so one slot suffices.
     """
 
+    STEP_TOKENS = 2  # a forward over at most this many new tokens is a decode step (not a prefill)
+
     def __init__(self, model: torch.nn.Module):
-        self.forwards, self.tokens, self.compute_s = 0, 0, 0.0
+        self.samples: list[tuple[int, float]] = []  # (new tokens, seconds) per forward
         self.budget: ForwardBudget | None = None
         self._pending: tuple[float, int] | None = None
         self._handles = [
@@ -186,17 +199,23 @@ class ForwardMeter:
 
     def _after(self, module, args, kwargs, output):
         started, n_tokens = self._pending
-        self.forwards += 1
-        self.tokens += n_tokens
-        self.compute_s += time.perf_counter() - started
+        self.samples.append((n_tokens, time.perf_counter() - started))
         if self.budget is not None:
             self.budget.settle(n_tokens, started)
 
-    def snapshot(self) -> tuple[int, int, float]:
-        return self.forwards, self.tokens, self.compute_s
+    def snapshot(self) -> int:
+        return len(self.samples)
 
-    def since(self, snap: tuple[int, int, float]) -> dict:
-        return {"forwards": self.forwards - snap[0], "tokens": self.tokens - snap[1], "compute_s": self.compute_s - snap[2]}
+    def since(self, snap: int) -> dict:
+        """The forwards since `snap` (one run): the first is the prompt's prefill; pass_s is the
+        median of the others (verification passes for the target), step_s the median of those
+        over at most STEP_TOKENS tokens (decode steps)."""
+        new = self.samples[snap:]
+        rest = [sec for _, sec in new[1:]]
+        steps = [sec for n, sec in new[1:] if n <= self.STEP_TOKENS]
+        return {"forwards": len(new), "tokens": sum(n for n, _ in new), "compute_s": sum(sec for _, sec in new),
+                "prefill_s": new[0][1] if new else None, "pass_s": statistics.median(rest) if rest else None,
+                "step_s": statistics.median(steps) if steps else None}
 
     def close(self) -> None:
         for h in self._handles:
@@ -217,6 +236,9 @@ class VerdictLog:
 
     async def release(self, session_id: str) -> None:
         await self.inner.release(session_id)
+
+    def __getattr__(self, name):  # verify_tree (mode gsd) and the rest pass through unrecorded
+        return getattr(self.inner, name)
 
 
 def _budget_start(budgets: dict) -> dict:
@@ -242,10 +264,10 @@ def calibrate(model: torch.nn.Module, prompt_ids: Sequence[int], qs: Sequence[in
     out = {}
     for q in qs:
         times = []
-        for _ in range(reps):
+        for _ in range(reps + 1):  # the first call of a new shape is discarded
             session.crop(base)
             times.append(session.forward(base, filler[:q]).seconds)
-        out[str(q)] = statistics.median(times)
+        out[str(q)] = statistics.median(times[1:])
     return out
 
 
@@ -308,8 +330,6 @@ class Bench:
         }
 
     def run_peer(self, prompt_ids: Sequence[int], max_new_tokens: int, seed: int) -> dict:
-        from specdec.bench.peer import assisted_generate
-
         meters = {r: m.snapshot() for r, m in self.meters.items()}
         budgets = {}
         if self.profile is not None:  # the peer pays the same emulated cost per forward
@@ -329,12 +349,14 @@ class Bench:
             "budget": _budget_since(budgets, {r: (0, 0) for r in budgets}) if budgets else None,
         }
 
-    def run_cell(self, cfg: Configuration | None, prompt: int, max_new_tokens: int, seed: int) -> dict:
-        """One run; cfg None is the peer."""
+    def run_cell(self, cfg: Configuration, prompt: int, max_new_tokens: int, seed: int) -> dict:
         ids = self.encoded[prompt]
-        if cfg is None:
+        if cfg.peer:
             return self.run_peer(ids, max_new_tokens, seed)
         return self.run_ours(cfg, ids, max_new_tokens, seed)
+
+    def cells(self) -> list[Configuration]:
+        return list(self.configs) + ([PEER] if self.settings.peer else [])
 
     def warm_up(self) -> list[dict]:
         """One short untimed run per configuration on the first prompt; overruns kept apart."""
@@ -345,55 +367,41 @@ class Bench:
             try:
                 rec = self.run_cell(cfg, 0, tokens, self.seed_for(0, 0))
             except ValueError as exc:
-                name = cfg.name if cfg else PEER_NAME
-                raise ValueError(f"configuration {name!r} cannot run: {exc}") from None
-            out.append({"config": cfg.name if cfg else PEER_NAME, "tokens": len(rec["token_ids"]),
-                        "wall_s": time.perf_counter() - began, "budget": rec["budget"]})
+                raise ValueError(f"configuration {cfg.name!r} cannot run: {exc}") from None
+            out.append({"config": cfg.name, "tokens": len(rec["token_ids"]), "wall_s": time.perf_counter() - began,
+                        "budget": rec["budget"]})
         return out
 
-    def cells(self) -> list[Configuration | None]:
-        return list(self.configs) + ([None] if self.settings.peer else [])
-
     def run_matrix(self) -> list[dict]:
-        s = self.settings
-        cells = self.cells()
-        total, n = s.repeats * len(self.prompts) * len(cells), 0
-        runs = []
+        """For each repeat and prompt, every configuration in turn: baseline first, peer last."""
+        s, cells = self.settings, self.cells()
+        total, runs = s.repeats * len(self.prompts) * len(cells), []
         for repeat in range(s.repeats):
             for p in self.prompts:
-                seed = self.seed_for(p.index, repeat)
-                baseline_ids = None
+                seed, baseline_ids = self.seed_for(p.index, repeat), None
                 for cfg in cells:
                     rec = self.run_cell(cfg, p.index, s.max_new_tokens, seed)
-                    name = cfg.name if cfg else PEER_NAME
-                    if cfg is not None and cfg.baseline:
-                        baseline_ids = rec["token_ids"]
-                    identical = None
-                    if s.temperature == 0.0 and baseline_ids is not None:
-                        identical = rec["token_ids"] == baseline_ids
-                    rec.update(
-                        config=name, mode=cfg.mode if cfg else PEER_NAME, policy=cfg.policy if cfg else None,
-                        draft_length=cfg.draft_length if cfg else None, prompt=p.index, kind=p.kind,
-                        repeat=repeat, seed=seed, tokens=len(rec["token_ids"]), identical=identical,
-                    )
-                    rec["tokens_per_s"] = rec["tokens"] / rec["wall_s"] if rec["wall_s"] > 0 else 0.0
-                    n += 1
-                    self.progress(_progress_line(n, total, rec))
-                    if identical is False:
-                        where = _first_difference(rec["token_ids"], baseline_ids)
-                        self.progress(f"!!! WARNING: {name} on prompt {p.index} differs from the greedy baseline "
-                                      f"at token {where}: the output is NOT lossless !!!")
-                    if cfg is not None and cfg.baseline and repeat == 0:
-                        self.baseline_ids[p.index] = rec["token_ids"]
-                    if identical is not False:
-                        rec.pop("token_ids")  # kept only where it differs, for diagnosis
+                    ids = rec.pop("token_ids")
+                    if cfg.baseline:
+                        baseline_ids = ids
+                        self.baseline_ids.setdefault(p.index, ids)
+                    identical = ids == baseline_ids if s.temperature == 0.0 else None
+                    rec.update(config=cfg.name, mode=cfg.mode, policy=cfg.policy if cfg.uses_policy else None,
+                               draft_length=cfg.draft_length if cfg.uses_policy else None, prompt=p.index,
+                               kind=p.kind, repeat=repeat, seed=seed, tokens=len(ids), identical=identical,
+                               tokens_per_s=len(ids) / rec["wall_s"])
                     runs.append(rec)
+                    self.progress(_progress_line(len(runs), total, rec))
+                    if identical is False:
+                        rec["token_ids"] = ids  # kept for diagnosis
+                        self.progress(f"!!! WARNING: {cfg.name} on prompt {p.index} differs from the greedy baseline "
+                                      f"at token {_first_difference(ids, baseline_ids)}: NOT lossless !!!")
         return runs
 
     def run(self) -> dict:
         s = self.settings
         started = datetime.datetime.now(datetime.timezone.utc)
-        load_start = _loadavg()
+        load_start = load_average()
         qs = sorted({1, 2, s.draft_length + 1})
         self.progress(f"calibrating single forwards (q = {qs}) on prompt 0 ...")
         calibration = {r: calibrate(getattr(self.engine, r), self.encoded[0], qs) for r in ROLES}
@@ -408,7 +416,7 @@ class Bench:
             "regime": "emulated" if self.profile else "real",
             "profile": asdict(self.profile) if self.profile else None,
             "configs": [asdict(c) | {"name": c.name} for c in self.configs],
-            "peer": s.peer,
+            "peer": peer_settings(self.engine) if s.peer else None,
             "calibration": {"forward_s": calibration, "reps": 5,
                             "note": "median real seconds of one forward over q new tokens after prompt 0's cache"},
             "prompts": [{"index": p.index, "kind": p.kind, "prompt": p.text, "prompt_tokens": len(self.encoded[p.index]),
@@ -416,7 +424,7 @@ class Bench:
             "warmup": warmup,
             "runs": runs,
             "machine": machine_info(),
-            "load_average": {"start": load_start, "end": _loadavg()},
+            "load_average": {"start": load_start, "end": load_average()},
             "model_load_s": self.load_s,
             "started_at": started.isoformat(timespec="seconds"),
             "duration_s": (finished - started).total_seconds(),
@@ -441,39 +449,3 @@ def _first_difference(a: Sequence[int], b: Sequence[int]) -> int:
         if x != y:
             return i
     return min(len(a), len(b))
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
-
-
-def machine_info() -> dict:
-    import transformers
-
-    root = Path(__file__).resolve().parents[2]
-
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    argv = [Path(sys.argv[0]).name] + sys.argv[1:] if sys.argv else []
-    return {
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "cuda": torch.cuda.is_available(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": git("rev-parse", "HEAD") or None,
-        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-        "command": " ".join(shlex.quote(a) for a in argv),
-    }
-

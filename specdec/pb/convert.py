@@ -90,3 +90,20 @@ def verification_to_pb(v: Verification) -> target_worker_pb2.VerifyResponse:
 
 def verification_from_pb(msg: target_worker_pb2.VerifyResponse) -> Verification:
     return Verification(Verdict(msg.accepted, msg.next_token, msg.drafted), msg.compute_seconds)
+
+
+def worker_info_to_pb(role: str, model: torch.nn.Module, tokenizer, preset: str, **fields) -> common_pb2.WorkerInfo:
+    """Describe a worker's model; `fields` fills the rest (sessions, max_sessions, ...)."""
+    from specdec.engine import _eos_ids  # the embedded engine's rule, so both agree on EOS
+
+    config = model.config
+    return common_pb2.WorkerInfo(
+        role=role,
+        model_name=str(getattr(config, "name_or_path", "") or preset),
+        preset=preset,
+        vocab_size=int(config.vocab_size),
+        context_length=int(getattr(config, "max_position_embeddings", 32768)),
+        eos_token_ids=_eos_ids(model, tokenizer),
+        hidden_size=int(getattr(config, "hidden_size", 0)),
+        **fields,
+    )

@@ -1,0 +1,40 @@
+"""The coordinator's configuration: one frozen value, built from flags and env vars
+(coordinator/cli.py) and passed down explicitly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PORT = 50051
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    target: tuple[str, ...]  # target worker addresses (replicas), host:port
+    draft: tuple[str, ...] = ()  # draft worker addresses; none = autoregressive only
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT  # 0: any free port
+    preset: str = "qwen-coder"  # whose tokenizer to load: tiny | qwen-coder
+    threads: int | None = 1  # torch threads (the coordinator only does bookkeeping)
+    max_concurrent_requests: int = 64  # more get RESOURCE_EXHAUSTED
+    target_retry_s: float = 10.0  # how long a request waits for some target replica to answer
+    startup_timeout_s: float = 120.0  # how long to wait for the workers at startup
+    grace_s: float = 5.0  # drain time on SIGTERM
+
+    def __post_init__(self):
+        if not self.target:
+            raise ValueError("give at least one target worker address (--target HOST:PORT)")
+        for address in (*self.target, *self.draft):
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"worker address {address!r} is not HOST:PORT")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in 0..65535, got {self.port}")
+        if self.max_concurrent_requests < 1:
+            raise ValueError(f"max_concurrent_requests must be >= 1, got {self.max_concurrent_requests}")
+        if self.target_retry_s < 0:
+            raise ValueError(f"target_retry_s must be >= 0, got {self.target_retry_s}")
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"

@@ -1,0 +1,155 @@
+"""The coordinator's edge: GenerateRequest -> a validated core request, results -> protobuf.
+
+Every check raises ValueError naming the field (INVALID_ARGUMENT to the client).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from specdec.policies import PolicyName
+from specdec.request import FinishReason, GenerationRequest, Mode, RequestStats
+from specdec.sampling import SamplingParams
+from specdec.pb.v1 import coordinator_pb2 as pb
+
+MAX_STOP_STRINGS = 16
+
+MODES = {
+    pb.MODE_UNSPECIFIED: Mode.SEQUENTIAL,
+    pb.MODE_AUTOREGRESSIVE: Mode.AUTOREGRESSIVE,
+    pb.MODE_SEQUENTIAL: Mode.SEQUENTIAL,
+    pb.MODE_PEARL: Mode.PEARL,
+    pb.MODE_GSD: Mode.GSD,
+}
+POLICIES = {
+    pb.POLICY_UNSPECIFIED: PolicyName.ADAEDL,
+    pb.POLICY_FIXED: PolicyName.FIXED,
+    pb.POLICY_HEURISTIC: PolicyName.HEURISTIC,
+    pb.POLICY_ADAEDL: PolicyName.ADAEDL,
+    pb.POLICY_SPECDECPP: PolicyName.SPECDECPP,
+}
+FINISH_REASONS = {
+    FinishReason.STOP: pb.FINISH_REASON_STOP,
+    FinishReason.LENGTH: pb.FINISH_REASON_LENGTH,
+    FinishReason.CANCELLED: pb.FINISH_REASON_CANCELLED,
+}
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """What the workers told the coordinator at startup."""
+
+    context_length: int
+    vocab_size: int
+    eos_token_ids: tuple[int, ...]
+    has_draft: bool
+    has_acceptance_head: bool
+    modes: tuple[Mode, ...] = tuple(m for m in Mode if m is not Mode.GSD)  # GSD: no tree rpcs in the protocol yet
+
+
+@dataclass(frozen=True)
+class ParsedRequest:
+    request: GenerationRequest
+    stop: tuple[str, ...]
+
+
+def encode_prompt(tokenizer, prompt: str, chat: bool) -> list[int]:
+    """As specdec.Engine.encode does, so embedded and served runs see the same ids."""
+    if chat and getattr(tokenizer, "chat_template", None):
+        return list(
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True, return_dict=False
+            )
+        )
+    return list(tokenizer(prompt)["input_ids"])
+
+
+def parse_request(msg: pb.GenerateRequest, tokenizer, limits: ModelLimits) -> ParsedRequest:
+    if msg.prompt and msg.prompt_token_ids:
+        raise ValueError("prompt and prompt_token_ids are both set: give one of them")
+    prompt_ids = list(msg.prompt_token_ids) or (encode_prompt(tokenizer, msg.prompt, msg.chat) if msg.prompt else [])
+    if not prompt_ids:
+        raise ValueError("prompt is empty: give some text or prompt_token_ids")
+    mode = _enum(msg.mode, MODES, "mode")
+    policy = _enum(msg.policy, POLICIES, "policy")
+    if mode not in limits.modes:
+        served = ", ".join(m.value for m in limits.modes)
+        raise ValueError(f"mode {mode.value} is not served over gRPC yet: use one of {served}, or the embedded engine")
+    if mode is not Mode.AUTOREGRESSIVE:
+        if not limits.has_draft:
+            raise ValueError(f"mode {mode.value} needs a draft worker: start the coordinator with --draft HOST:PORT")
+        if policy is PolicyName.SPECDECPP and not limits.has_acceptance_head:
+            raise ValueError("policy specdecpp needs an acceptance head on the draft worker")
+    stop = tuple(msg.stop)
+    if len(stop) > MAX_STOP_STRINGS or not all(stop):
+        raise ValueError(f"stop must hold at most {MAX_STOP_STRINGS} non-empty strings")
+    request = GenerationRequest(
+        prompt_ids=tuple(prompt_ids),
+        max_new_tokens=msg.max_new_tokens if msg.HasField("max_new_tokens") else GenerationRequest.max_new_tokens,
+        sampling=SamplingParams(
+            temperature=msg.temperature if msg.HasField("temperature") else 0.0,
+            top_k=msg.top_k,
+            top_p=msg.top_p if msg.HasField("top_p") else 1.0,
+        ),
+        seed=msg.seed if msg.HasField("seed") else None,
+        mode=mode,
+        policy=policy.value,
+        draft_length=msg.draft_length if msg.HasField("draft_length") else GenerationRequest.draft_length,
+        threshold=msg.threshold if msg.HasField("threshold") else None,
+        ignore_eos=msg.ignore_eos,
+    )
+    request.validate(limits.context_length, limits.vocab_size)
+    return ParsedRequest(request, stop)
+
+
+def _enum(value: int, table: dict, field: str):
+    if value not in table:
+        names = ", ".join(dict.fromkeys(v.value for v in table.values()))
+        raise ValueError(f"{field} must be one of {names}; got {value}")
+    return table[value]
+
+
+def stats_to_pb(stats: RequestStats, seed: int, tokens: int, prompt_tokens: int) -> pb.GenerationStats:
+    return pb.GenerationStats(
+        tokens=tokens,
+        prompt_tokens=prompt_tokens,
+        rounds=stats.rounds,
+        draft_tokens=stats.draft_tokens,
+        accepted_tokens=stats.accepted_tokens,
+        emitted_tokens=stats.emitted_tokens,
+        acceptance_rate=stats.acceptance_rate,
+        mean_acceptance_length=stats.mean_acceptance_length,
+        time_to_first_token_s=stats.time_to_first_token_s,
+        wall_s=stats.wall_s,
+        draft_compute_s=stats.draft_compute_s,
+        target_compute_s=stats.target_compute_s,
+        network_s=stats.network_s,
+        critical_compute_s=stats.critical_compute_s,
+        reprefills=stats.reprefills,
+        draft_fallback=stats.draft_fallback,
+        seed=seed,
+    )
+
+
+def mode_names(limits: ModelLimits) -> list[str]:
+    return [m.value for m in limits.modes]
+
+
+def policy_names(limits: ModelLimits) -> list[str]:
+    return [p.value for p in PolicyName if p is not PolicyName.SPECDECPP or limits.has_acceptance_head]
+
+
+def finish_reason_to_pb(reason: FinishReason | None) -> int:
+    return FINISH_REASONS.get(reason, pb.FINISH_REASON_UNSPECIFIED)
+
+
+def flatten(chunks: Sequence[pb.GenerateResponse]) -> pb.CompleteResponse:
+    """The streamed responses of one request as one CompleteResponse."""
+    last = chunks[-1]
+    return pb.CompleteResponse(
+        text="".join(c.text for c in chunks),
+        token_ids=[t for c in chunks for t in c.token_ids],
+        finish_reason=last.finish_reason,
+        stats=last.stats,
+    )

@@ -1,0 +1,88 @@
+"""Start the coordinator: load the tokenizer, ask the workers what they serve, serve
+Coordinator until SIGTERM. No model weights are loaded here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from coordinator.config import CoordinatorConfig
+from coordinator.remote import Workers
+from coordinator.requests import ModelLimits, mode_names, policy_names
+from coordinator.servicer import CoordinatorServicer, Overloaded
+from specdec.endpoints import EndpointUnavailable
+from specdec.models.presets import Preset, set_threads
+from specdec.pb import serving
+from specdec.pb.v1 import coordinator_pb2, coordinator_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = coordinator_pb2.DESCRIPTOR.services_by_name["Coordinator"].full_name
+ERRORS = {
+    ValueError: grpc.StatusCode.INVALID_ARGUMENT,
+    Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    EndpointUnavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def load_tokenizer(preset: str):
+    """The target's tokenizer for a preset (tiny: built in memory; qwen-coder: the cache)."""
+    if Preset(preset) is Preset.TINY:
+        from specdec.models.tiny import tiny_tokenizer
+
+        return tiny_tokenizer()
+    from specdec.models.loading import load_tokenizer as load
+    from specdec.models.presets import qwen_coder_paths
+
+    return load(qwen_coder_paths()["target"])
+
+
+async def build_servicer(config: CoordinatorConfig, workers: Workers) -> CoordinatorServicer:
+    tokenizer = load_tokenizer(config.preset)
+    target = await workers.target_info(config.startup_timeout_s)
+    draft = await workers.draft_info(config.startup_timeout_s)
+    if draft is not None and draft.vocab_size != target.vocab_size:
+        raise ValueError(
+            f"draft and target vocabularies differ ({draft.vocab_size} vs {target.vocab_size}): "
+            "pick a draft trained with the target's tokenizer"
+        )
+    limits = ModelLimits(
+        context_length=target.context_length,
+        vocab_size=target.vocab_size,
+        eos_token_ids=tuple(target.eos_token_ids),
+        has_draft=bool(config.draft),
+        has_acceptance_head=bool(draft and draft.has_acceptance_head),
+    )
+    info = coordinator_pb2.CoordinatorInfo(
+        preset=config.preset,
+        target_model=target.model_name,
+        draft_model=draft.model_name if draft is not None else "",
+        modes=mode_names(limits),
+        policies=policy_names(limits),
+        context_length=limits.context_length,
+        vocab_size=limits.vocab_size,
+        eos_token_ids=limits.eos_token_ids,
+        draft_addresses=config.draft,
+        target_addresses=config.target,
+        max_concurrent_requests=config.max_concurrent_requests,
+    )
+    return CoordinatorServicer(tokenizer, workers, limits, info)
+
+
+async def serve(config: CoordinatorConfig) -> None:
+    set_threads(config.threads)
+    workers = Workers(config.draft, config.target, config.target_retry_s)
+    try:
+        servicer = await build_servicer(config, workers)
+        registration = (
+            SERVICE_NAME, lambda server: coordinator_pb2_grpc.add_CoordinatorServicer_to_server(servicer, server)
+        )
+        await serving.serve(config.address, [registration], ERRORS, config.grace_s)
+    finally:
+        await workers.close()
+
+
+def run(config: CoordinatorConfig) -> None:
+    asyncio.run(serve(config))

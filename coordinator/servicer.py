@@ -1,0 +1,112 @@
+"""Coordinator servicer: GenerateRequest in -> the orchestration loop over remote
+endpoints -> streamed GenerateResponses out.
+
+The loop runs as its own task and hands committed tokens over a queue, so the
+stream yields them as they are committed. Closing the stream (client cancel, deadline,
+stop string) cancels the loop task: in-flight worker calls are cancelled and the loop
+releases the session on both workers. Errors map to status codes in server.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import AsyncIterator
+
+from coordinator.remote import Workers
+from coordinator.requests import (
+    ModelLimits,
+    ParsedRequest,
+    finish_reason_to_pb,
+    flatten,
+    parse_request,
+    stats_to_pb,
+)
+from coordinator.text import TextStream
+from specdec.orchestration import generate
+from specdec.pb.v1 import common_pb2, coordinator_pb2 as pb, coordinator_pb2_grpc
+from specdec.request import Mode
+
+log = logging.getLogger(__name__)
+
+
+class Overloaded(RuntimeError):
+    """The coordinator is at its concurrency limit (RESOURCE_EXHAUSTED)."""
+
+
+class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
+    def __init__(self, tokenizer, workers: Workers, limits: ModelLimits, info: pb.CoordinatorInfo):
+        self.tokenizer = tokenizer
+        self.workers = workers
+        self.limits = limits
+        self.info = info
+        self.active = 0  # requests running now
+
+    async def Generate(self, request: pb.GenerateRequest, context) -> AsyncIterator[pb.GenerateResponse]:
+        async for response in self._serve(request):
+            yield response
+
+    async def Complete(self, request: pb.GenerateRequest, context) -> pb.CompleteResponse:
+        return flatten([response async for response in self._serve(request)])
+
+    async def GetInfo(self, request: common_pb2.GetInfoRequest, context) -> pb.CoordinatorInfo:
+        return self.info
+
+    async def _serve(self, msg: pb.GenerateRequest) -> AsyncIterator[pb.GenerateResponse]:
+        parsed = parse_request(msg, self.tokenizer, self.limits)
+        if self.active >= self.info.max_concurrent_requests:
+            raise Overloaded(f"the coordinator is serving its limit of {self.active} requests: retry later")
+        self.active += 1
+        try:
+            async for response in run_request(parsed, self.tokenizer, self.workers, self.limits):
+                yield response
+        finally:
+            self.active -= 1
+
+
+async def run_request(
+    parsed: ParsedRequest, tokenizer, workers: Workers, limits: ModelLimits
+) -> AsyncIterator[pb.GenerateResponse]:
+    """Run one request to its end, yielding a response per batch of committed tokens and
+    a last one with the finish reason and the stats."""
+    request = parsed.request
+    draft, target = workers.endpoints()
+    if request.mode is Mode.AUTOREGRESSIVE:
+        draft = None
+    text = TextStream(tokenizer, request.prompt_ids, parsed.stop)
+    queue: asyncio.Queue = asyncio.Queue()
+
+    def on_tokens(ids: list[int]) -> bool:
+        delta, kept = text.push(ids)
+        if kept:
+            queue.put_nowait(pb.GenerateResponse(text=delta, token_ids=kept))
+        return text.stopped  # True ends the loop with finish reason STOP
+
+    loop = asyncio.create_task(
+        generate(request, draft, target, limits.eos_token_ids, limits.context_length, on_tokens)
+    )
+    loop.add_done_callback(lambda _: queue.put_nowait(None))
+    try:
+        while (response := await queue.get()) is not None:
+            yield response
+        result = loop.result()
+    finally:
+        await _stop(loop)
+    result.stats.reprefills += target.reprefills + (draft.reprefills if draft is not None else 0)
+    stats = stats_to_pb(result.stats, result.seed, text.tokens, len(request.prompt_ids))
+    yield pb.GenerateResponse(text=text.finish(), finish_reason=finish_reason_to_pb(result.finish_reason), stats=stats)
+
+
+async def _stop(loop: asyncio.Task) -> None:
+    """Cancel the loop task if it still runs and wait for it (it releases the sessions)."""
+    if not loop.done():
+        loop.cancel()
+        try:
+            await loop
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:  # failed while winding down; the caller is gone anyway
+            log.warning("request failed while being cancelled: %s", exc)
+        return
+    if not loop.cancelled() and loop.exception() is not None:
+        log.debug("request failed: %s", loop.exception())

@@ -1,0 +1,200 @@
+"""The local stack: draft worker, target worker and coordinator as child processes on
+127.0.0.1, each worker with its own core (`--threads 1`), so drafting and
+verification really run in parallel.
+
+    with LocalStack(preset="tiny") as stack:
+        Client(stack.address).complete("def add(a, b):")
+
+Used by `specdec up`, the tests and the benchmarks. Stopping sends SIGTERM (graceful
+drain), then SIGKILL to anything still running.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HOST = "127.0.0.1"
+
+
+class StackError(RuntimeError):
+    """A service of the stack did not start; the message carries its stderr tail."""
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct ports free right now (another process could take one before we bind:
+    rare on loopback). The sockets stay open until all are picked, so no port repeats."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind((HOST, 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
+
+
+def is_serving(address: str, timeout: float = 1.0) -> bool:
+    """Whether the standard health check at `address` answers SERVING."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+class Service:
+    """One child process: `python -m <module> serve-flags`, its log in a file."""
+
+    def __init__(self, name: str, module: str, port: int, args: list[str], log_dir: Path):
+        self.name, self.module, self.port, self.args = name, module, port, args
+        self.log_path = log_dir / f"{name}.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    def start(self) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        command = [sys.executable, "-m", self.module, "--host", HOST, "--port", str(self.port), *self.args]
+        with open(self.log_path, "ab") as log:
+            # own session: a terminal's Ctrl-C reaches only the parent, which stops us in order
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def wait_serving(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.alive:
+                raise StackError(f"{self.name} exited with code {self.process.returncode}:\n{self.log_tail()}")
+            if is_serving(self.address):
+                return
+            time.sleep(0.1)
+        raise StackError(f"{self.name} did not report SERVING within {timeout_s:.0f}s:\n{self.log_tail()}")
+
+    def terminate(self, sig: int = signal.SIGTERM) -> None:
+        if self.alive:
+            self.process.send_signal(sig)
+
+    def stop(self, grace_s: float = 10.0, sig: int = signal.SIGTERM) -> None:
+        """Signal (unless already done) and wait; SIGKILL after `grace_s`."""
+        self.terminate(sig)
+        if self.process is None:
+            return
+        try:
+            self.process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (tests: a worker dies mid-request)."""
+        self.stop(grace_s=10.0, sig=signal.SIGKILL)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+class LocalStack:
+    """The three services on loopback; a context manager. `port=0` picks a free port."""
+
+    def __init__(
+        self,
+        preset: str = "tiny",
+        port: int = 0,
+        cost_profile: str | None = None,
+        seed: int = 0,
+        dtype: str = "float32",
+        startup_timeout_s: float = 120.0,
+        worker_args: tuple[str, ...] = (),
+        coordinator_args: tuple[str, ...] = (),
+        log_dir: str | Path | None = None,
+    ):
+        self._tmp = None if log_dir else tempfile.TemporaryDirectory(prefix="specdec-stack-")
+        log_dir = Path(log_dir or self._tmp.name)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.startup_timeout_s = startup_timeout_s
+        common = ["--preset", preset, "--seed", str(seed), "--dtype", dtype, "--threads", "1", *worker_args]
+        if cost_profile:
+            common += ["--cost-profile", cost_profile]
+        draft_port, target_port, coordinator_port = free_ports(3)
+        self.draft = Service("draft", "draft_worker", draft_port, common, log_dir)
+        self.target = Service("target", "target_worker", target_port, common, log_dir)
+        self.coordinator = Service(
+            "coordinator", "coordinator", port or coordinator_port,
+            ["--preset", preset, "--draft", self.draft.address, "--target", self.target.address, *coordinator_args],
+            log_dir,
+        )
+        self.services = (self.draft, self.target, self.coordinator)
+
+    @property
+    def address(self) -> str:
+        return self.coordinator.address
+
+    def start(self) -> "LocalStack":
+        try:
+            for service in self.services:  # the coordinator waits for the workers by itself
+                service.start()
+            for service in self.services:
+                service.wait_serving(self.startup_timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for service in self.services:  # all at once: each takes a second to exit
+            service.terminate()
+        for service in self.services:
+            service.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> "LocalStack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def wait_until_interrupted(stack: LocalStack) -> None:
+    """Block until Ctrl-C / SIGTERM, or until a service dies (StackError)."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        while True:
+            for service in stack.services:
+                if not service.alive:
+                    raise StackError(f"{service.name} exited with code {service.process.returncode}:\n{service.log_tail()}")
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt

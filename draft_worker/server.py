@@ -1,0 +1,60 @@
+"""Start a draft worker: load only the draft model, serve DraftWorker until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from draft_worker.config import DraftWorkerConfig
+from draft_worker.servicer import DraftWorkerServicer
+from specdec.cost import CostProfile
+from specdec.endpoints import LocalDraft
+from specdec.models import load_preset
+from specdec.models.presets import set_threads
+from specdec.pb import serving
+from specdec.pb.convert import worker_info_to_pb
+from specdec.pb.v1 import draft_worker_pb2, draft_worker_pb2_grpc
+from specdec.session import SessionStateLost
+
+
+SERVICE_NAME = draft_worker_pb2.DESCRIPTOR.services_by_name["DraftWorker"].full_name
+ERRORS = {SessionStateLost: grpc.StatusCode.FAILED_PRECONDITION, ValueError: grpc.StatusCode.INVALID_ARGUMENT}
+
+
+def build_servicer(config: DraftWorkerConfig) -> DraftWorkerServicer:
+    set_threads(config.threads)
+    pair = load_preset(config.preset, seed=config.seed, dtype=config.dtype, roles=("draft",))
+    budget = CostProfile.load(config.cost_profile).budget("draft", config.preset) if config.cost_profile else None
+    head = None
+    if config.acceptance_head:
+        from specdec.head import load_head
+
+        head = load_head(config.acceptance_head, pair.draft)
+    endpoint = LocalDraft(
+        pair.draft, budget, top_n=config.proposal_top_n, head=head, max_sessions=config.max_sessions,
+        ttl_s=config.session_ttl_s,
+    )
+
+    def describe():
+        return worker_info_to_pb(
+            "draft", pair.draft, pair.tokenizer, config.preset,
+            has_acceptance_head=endpoint.head is not None,
+            sessions=len(endpoint.sessions),
+            evictions=endpoint.sessions.evictions,
+            max_sessions=config.max_sessions,
+            proposal_top_n=config.proposal_top_n,
+            cost_profile=config.cost_profile or "",
+        )
+
+    return DraftWorkerServicer(endpoint, describe)
+
+
+async def serve(config: DraftWorkerConfig) -> None:
+    servicer = build_servicer(config)
+    registration = (SERVICE_NAME, lambda server: draft_worker_pb2_grpc.add_DraftWorkerServicer_to_server(servicer, server))
+    await serving.serve(config.address, [registration], ERRORS, config.grace_s)
+
+
+def run(config: DraftWorkerConfig) -> None:
+    asyncio.run(serve(config))

@@ -1,0 +1,45 @@
+"""DraftWorker servicer: protobuf in -> LocalDraft -> protobuf out. No maths here.
+
+Errors are mapped by specdec.pb.serving.ErrorInterceptor (see server.py):
+SessionStateLost -> FAILED_PRECONDITION (the coordinator re-prefills), ValueError ->
+INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+from contextlib import aclosing
+from typing import AsyncIterator, Callable
+
+from specdec.endpoints import LocalDraft
+from specdec.pb.convert import draft_token_to_pb, rule_from_pb, sampling_from_pb
+from specdec.pb.v1 import common_pb2, draft_worker_pb2, draft_worker_pb2_grpc
+
+
+class DraftWorkerServicer(draft_worker_pb2_grpc.DraftWorkerServicer):
+    def __init__(self, endpoint: LocalDraft, describe: Callable[[], common_pb2.WorkerInfo]):
+        self.endpoint = endpoint
+        self.describe = describe
+
+    async def Draft(self, request: draft_worker_pb2.DraftRequest, context) -> AsyncIterator[draft_worker_pb2.DraftToken]:
+        if not request.session_id:
+            raise ValueError("session_id is empty")
+        tokens = self.endpoint.draft_from(
+            request.session_id,
+            request.start,
+            list(request.tokens),
+            rule_from_pb(request.rule),
+            sampling_from_pb(request.sampling),
+            request.seed,
+        )
+        # a cancelled call closes the generator, which stops the model thread's drafting
+        async with aclosing(tokens):
+            async for token in tokens:
+                yield draft_token_to_pb(token)
+
+    async def Release(self, request: common_pb2.ReleaseRequest, context) -> common_pb2.ReleaseResponse:
+        held = request.session_id in self.endpoint.sessions
+        await self.endpoint.release(request.session_id)
+        return common_pb2.ReleaseResponse(released=held)
+
+    async def GetInfo(self, request: common_pb2.GetInfoRequest, context) -> common_pb2.WorkerInfo:
+        return self.describe()

@@ -1,0 +1,89 @@
+"""`specdec bench`: the command. Registered in specdec/cli.py as `app.command("bench")(bench)`.
+
+Kept free of torch imports at module level so `specdec --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from specdec.bench import DEFAULT_PROMPTS
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def bench(
+    preset: str = typer.Option("tiny", help="Model pair: tiny (random, in memory) or qwen-coder (the real pair)."),
+    cost: str = typer.Option("gpu-like", help="real (this machine's compute) or gpu-like (the emulated headline "
+                                              "profile, BENCHMARKING.md regime 2)."),
+    cost_profile: Optional[str] = typer.Option(None, help="Another named cost profile or a path to its JSON "
+                                                          "(emulated regime; overrides --cost)."),
+    modes: str = typer.Option("autoregressive,sequential,pearl", help="Comma-separated modes; the autoregressive "
+                                                                      "baseline always runs."),
+    policies: str = typer.Option("fixed:2,fixed:4,fixed:8,heuristic,adaedl",
+                                 help="Comma-separated policies; fixed:K sets k, a plain name uses --draft-length."),
+    draft_length: int = typer.Option(4, help="k for plain policy names (fixed k, heuristic start, adaedl k_max)."),
+    max_new_tokens: int = typer.Option(64, help="Tokens per run (EOS is ignored, so exactly this many)."),
+    prompts: Path = typer.Option(DEFAULT_PROMPTS, help="Prompt set, jsonl lines {\"kind\", \"prompt\"}."),
+    kinds: Optional[str] = typer.Option(None, help="Keep only these kinds, e.g. code,prose (default: all)."),
+    limit: Optional[int] = typer.Option(None, help="Use the first N prompts (after --kinds)."),
+    repeats: int = typer.Option(1, help="Repetitions of the whole prompt set."),
+    temperature: float = typer.Option(0.0, help="0 = greedy (output checked identical to the baseline)."),
+    dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16."),
+    peer: bool = typer.Option(True, "--peer/--no-peer", help="Also run Hugging Face assisted generation."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Raw records + summary (default "
+                                                                  "bench-results/PRESET-COST.json)."),
+    table: Optional[Path] = typer.Option(None, help="Markdown tables (default: next to the JSON, .md)."),
+    plot: Optional[Path] = typer.Option(None, help="PNG of speedup and tau (default: next to the JSON, .png)."),
+    threads: Optional[int] = typer.Option(None, help="torch threads (default: torch's choice)."),
+    seed: int = typer.Option(0, help="Seed of the tiny pair and base of the per-request seeds."),
+    chat: Optional[bool] = typer.Option(None, "--chat/--no-chat", help="Chat template (default: on for qwen-coder, "
+                                                                       "off for tiny)."),
+    warmup_tokens: int = typer.Option(16, help="Tokens of the one warm-up run per configuration."),
+):
+    """Run modes x policies against the target-alone baseline; print and save tables, JSON and a plot."""
+    from specdec.bench import report
+    from specdec.bench.runner import BenchSettings, run_bench
+
+    if cost not in ("real", "gpu-like"):
+        _fail(f"--cost must be real or gpu-like, got {cost!r} (other profiles: --cost-profile NAME_OR_PATH)")
+    if cost_profile and cost == "real":
+        _fail("--cost real and --cost-profile contradict each other: drop one")
+    cost_name = cost_profile or cost
+    settings = BenchSettings(
+        preset=preset, cost=cost_name, modes=_split(modes), policies=_split(policies), draft_length=draft_length,
+        max_new_tokens=max_new_tokens, prompts_path=str(prompts), kinds=_split(kinds or ""), limit=limit,
+        repeats=repeats, temperature=temperature, dtype=dtype, peer=peer, threads=threads, seed=seed, chat=chat,
+        warmup_tokens=warmup_tokens,
+    )
+    if repeats < 1 or max_new_tokens < 1 or (limit is not None and limit < 1):
+        _fail("--repeats, --max-new-tokens and --limit must be >= 1")
+    json_path = json_path or Path("bench-results") / f"{preset}-{Path(cost_name).stem}.json"
+    table = table or json_path.with_suffix(".md")
+    plot = plot or json_path.with_suffix(".png")
+    try:
+        raw = run_bench(settings, progress=lambda line: typer.echo(line, err=True))
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    summary = report.summarise(raw)
+    text = report.markdown(raw, summary)
+    report.write_json(json_path, raw, summary)
+    table.parent.mkdir(parents=True, exist_ok=True)
+    table.write_text(text)
+    report.write_plot(plot, raw, summary)
+    typer.echo(text)
+    typer.echo(f"wrote {json_path}, {table}, {plot}", err=True)
+    if summary["not_identical"]:
+        typer.echo("!!! GREEDY OUTPUT DIFFERS FROM THE BASELINE in " + ", ".join(summary["not_identical"]) + " !!!",
+                   err=True)
+        raise typer.Exit(1)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)

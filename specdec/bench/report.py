@@ -1,0 +1,401 @@
+"""From raw bench runs to figures: analytic bounds, medians, tables, JSON and a plot.
+
+Terms as in ALGORITHMS.md: a round is one target verification pass; tau = emitted
+tokens / rounds; acceptance rate = accepted / drafted. The analytic bounds need the
+i.i.d. per-position acceptance `a` of section 0, which is NOT the acceptance rate (the
+rate also counts the draft tokens after the first rejection, which were never tested):
+    a = accepted / (accepted + rounds with a rejection)
+is its maximum-likelihood estimate from the rounds' verdicts.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterable, Sequence
+
+SD_BOUND = "(1 - a^(k+1)) / (1 - a) / (k*c + 1)"
+PEARL_BOUND = "(1 - a^(k+1)) / (1 - a) / max(1, k*c)"
+BOUND_NOTES = {
+    "sd": f"vanilla speculative decoding over target-only: {SD_BOUND} (ALGORITHMS.md section 0)",
+    "pearl": (
+        f"PEARL with the draft fully hidden behind verification: {PEARL_BOUND}, i.e. the expected emitted "
+        "tokens per target pass, a pass lasting max(1, k*c) target steps (when k draft steps take longer than "
+        "one verification the target waits for them). Optimistic: PEARL drops the bonus token when the "
+        "draft has gone on, and its pre-verify passes carry one draft token."
+    ),
+    "a": "per-position acceptance, accepted / (accepted + rounds with a rejection), over rounds with a draft",
+    "k": "mean draft tokens per round with a draft (= k for fixed; the adaptive policies' mean)",
+    "c": "draft step cost / target step cost: the profile's draft_ms / target_ms (emulated); real: the median "
+         "decode step (forward over <= 2 new tokens, real compute) of the draft in the sequential runs / of the "
+         "target in the baseline runs (fallback: single forwards timed before the run)",
+    "c_observed": "per configuration: median draft decode step / median target forward after the prefill (its "
+                  "verification passes), real compute; the cost ratio that configuration actually faced",
+    "efficiency": "median over runs of (speedup of the run / its bound)",
+    "speedup": "median over prompts x repeats of (baseline wall / configuration wall) for the same prompt and repeat",
+}
+
+
+# -- the analytic bounds (ALGORITHMS.md section 0) -----------------------------------
+
+
+def expected_emitted(a: float, k: float) -> float:
+    """Expected tokens emitted per round with i.i.d. acceptance a and draft length k."""
+    if a >= 1.0:
+        return k + 1.0
+    return (1.0 - a ** (k + 1.0)) / (1.0 - a)
+
+
+def sd_bound(a: float, k: float, c: float) -> float:
+    """The speedup a vanilla (sequential) speculative decoder can reach over target-only."""
+    return expected_emitted(a, k) / (k * c + 1.0)
+
+
+def pearl_bound(a: float, k: float, c: float) -> float:
+    """PEARL's ceiling: drafting hidden behind verification as long as k*c <= 1."""
+    return expected_emitted(a, k) / max(1.0, k * c)
+
+
+def per_position_acceptance(verdicts: Iterable[Sequence[int]]) -> float | None:
+    """a = accepted / (accepted + rejections) over rounds (drafted, accepted) with drafted > 0."""
+    accepted = rejections = 0
+    for drafted, acc in verdicts:
+        if drafted > 0:
+            accepted += acc
+            rejections += acc < drafted
+    tested = accepted + rejections
+    return accepted / tested if tested else None
+
+
+def mean_draft_length(verdicts: Iterable[Sequence[int]]) -> float | None:
+    lengths = [d for d, _ in verdicts if d > 0]
+    return sum(lengths) / len(lengths) if lengths else None
+
+
+def cost_ratio(raw: dict) -> tuple[float, str]:
+    """c for the bounds, and where it came from.
+
+    Real costs: the median decode step of the draft (sequential runs) over that of the
+    target (baseline runs), timed during the run itself: thousands of forwards spread
+    over the whole run, so a busy moment of a shared machine does not set c. The single
+    forwards timed before the run are the fallback (and are reported beside it)."""
+    if raw["profile"]:
+        p = raw["profile"]
+        return p["draft_ms"] / p["target_ms"], f"profile {p['name']}: {p['draft_ms']} ms / {p['target_ms']} ms"
+    fwd = raw["calibration"]["forward_s"]
+    before = f"single forwards timed before the run: draft {fwd['draft']['1'] * 1000:.2f} ms / target " \
+             f"{fwd['target']['1'] * 1000:.2f} ms"
+    runs = raw["runs"]
+    d = _median(r["forwards"]["draft"]["step_s"] for r in runs if r["mode"] == "sequential")
+    t = _median(r["forwards"]["target"]["step_s"] for r in runs if r["mode"] == "autoregressive")
+    if d and t:
+        return d / t, (f"median decode steps timed during the run: draft {d * 1000:.2f} ms (sequential runs) / "
+                       f"target {t * 1000:.2f} ms (baseline runs); {before}")
+    return fwd["draft"]["1"] / fwd["target"]["1"], before
+
+
+# -- medians --------------------------------------------------------------------------
+
+
+def _median(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def derive(run: dict, baseline_wall: float | None, c: float) -> dict:
+    """The per-run figures the summary takes medians of."""
+    d = {"tokens_per_s": run["tokens_per_s"], "speedup": baseline_wall / run["wall_s"] if baseline_wall else None}
+    fwd = run["forwards"]
+    d.update(draft_step_s=fwd["draft"]["step_s"], target_pass_s=fwd["target"]["pass_s"])
+    if fwd["draft"]["step_s"] and fwd["target"]["pass_s"]:  # the c this configuration really faced
+        d["c_observed"] = fwd["draft"]["step_s"] / fwd["target"]["pass_s"]
+    st = run.get("stats")
+    if st is None:  # the peer: rounds are its target forwards
+        d["rounds"] = fwd["target"]["forwards"]
+        d["tau"] = run["tokens"] / d["rounds"] if d["rounds"] else None
+        return d
+    wall = st["wall_s"] or 1e-12
+    overhead = st["overhead_share"]
+    d.update(
+        rounds=st["rounds"], draft_tokens=st["draft_tokens"], accepted_tokens=st["accepted_tokens"],
+        acceptance_rate=st["acceptance_rate"] if st["draft_tokens"] else None, tau=st["mean_acceptance_length"],
+        ttft_s=st["time_to_first_token_s"], draft_compute_s=st["draft_compute_s"],
+        target_compute_s=st["target_compute_s"], network_s=st["network_s"],
+        draft_share=st["draft_compute_s"] / wall, target_share=st["target_compute_s"] / wall,
+        network_share=st["network_s"] / wall, overhead_share=overhead,
+        other_share=max(0.0, overhead - st["network_s"] / wall),
+    )
+    a, k = per_position_acceptance(run["verdicts"]), mean_draft_length(run["verdicts"])
+    d.update(a=a, k_mean=k)
+    if run["mode"] != "autoregressive" and k is not None and a is not None:
+        d["bound_sd"] = sd_bound(a, k, c)
+        d["efficiency_sd"] = d["speedup"] / d["bound_sd"] if d["speedup"] else None
+        if run["mode"] == "pearl":
+            d["bound_pearl"] = pearl_bound(a, k, c)
+            d["efficiency_pearl"] = d["speedup"] / d["bound_pearl"] if d["speedup"] else None
+    return d
+
+
+FIELDS = ("tokens_per_s", "speedup", "rounds", "draft_tokens", "accepted_tokens", "acceptance_rate", "a", "tau",
+          "k_mean", "ttft_s", "draft_compute_s", "target_compute_s", "network_s", "draft_share", "target_share",
+          "network_share", "overhead_share", "other_share", "draft_step_s", "target_pass_s", "c_observed",
+          "bound_sd", "efficiency_sd", "bound_pearl", "efficiency_pearl")
+
+
+def summarise(raw: dict) -> dict:
+    """Medians per configuration and per (configuration, prompt kind); validity."""
+    c, c_source = cost_ratio(raw)
+    runs = raw["runs"]
+    base = {(r["prompt"], r["repeat"]): r["wall_s"] for r in runs if r["mode"] == "autoregressive"}
+    names = [cfg["name"] for cfg in raw["configs"]] + (["hf-assisted"] if raw.get("peer") else [])
+    configs, per_kind = [], {}
+    kinds = list(dict.fromkeys(p["kind"] for p in raw["prompts"]))
+    for name in names:
+        rs = [r for r in runs if r["config"] == name]
+        derived = [derive(r, base.get((r["prompt"], r["repeat"])), c) for r in rs]
+        row = {"name": name, "mode": rs[0]["mode"] if rs else None, "policy": rs[0]["policy"] if rs else None,
+               "draft_length": rs[0]["draft_length"] if rs else None, "runs": len(rs)}
+        row.update({f: _median(d.get(f) for d in derived) for f in FIELDS})
+        row["overruns"] = _overruns(r["budget"] for r in rs)
+        same = [r["identical"] for r in rs if r["identical"] is not None]
+        row["identical"] = all(same) if same else None
+        row["identical_runs"] = f"{sum(same)}/{len(same)}" if same else None
+        configs.append(row)
+        per_kind[name] = {
+            kind: {"speedup": _median(d.get("speedup") for r, d in zip(rs, derived) if r["kind"] == kind),
+                   "tau": _median(d.get("tau") for r, d in zip(rs, derived) if r["kind"] == kind),
+                   "runs": sum(r["kind"] == kind for r in rs)}
+            for kind in kinds
+        }
+    overran = [f"{row['name']} ({row['overruns']['total']} of {row['overruns']['forwards_checked']}, worst "
+               f"+{row['overruns']['worst_overrun_s'] * 1000:.0f} ms)" for row in configs if row["overruns"]["total"]]
+    invalid = [f"forwards overran their budget: {', '.join(overran)}"] if overran else []
+    not_lossless = [row["name"] for row in configs if row["identical"] is False]
+    return {
+        "valid": not invalid, "invalid_reasons": invalid, "not_identical": not_lossless,
+        "c": c, "c_source": c_source, "bounds": BOUND_NOTES, "kinds": kinds,
+        "configs": configs, "per_kind": per_kind,
+    }
+
+
+def _overruns(budgets) -> dict:
+    out = {"draft": 0, "target": 0, "forwards_checked": 0, "worst_overrun_s": 0.0}
+    for b in budgets:
+        for role, v in (b or {}).items():
+            out[role] += v["overruns"]
+            out["forwards_checked"] += v["forwards"]
+            out["worst_overrun_s"] = max(out["worst_overrun_s"], v["worst_overrun_s"])
+    out["total"] = out["draft"] + out["target"]
+    return out
+
+
+# -- rendering ------------------------------------------------------------------------
+
+
+def _f(x, spec: str = ".2f", suffix: str = "") -> str:
+    return "-" if x is None else f"{x:{spec}}{suffix}"
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def title(raw: dict, summary: dict) -> str:
+    s = raw["settings"]
+    if raw["profile"]:
+        p = raw["profile"]
+        scale = p.get("preset_scale", {}).get(s["preset"], 1.0)
+        regime = (f"cost **{p['name']}** (EMULATED: target {p['target_ms'] * scale:g} ms, draft "
+                  f"{p['draft_ms'] * scale:g} ms per forward, flat up to {p['flat_tokens']} tokens)")
+    else:
+        regime = "cost **real** (this machine's compute)"
+    n_prompts = len(raw["prompts"])
+    sampling = "greedy" if s["temperature"] == 0 else f"temperature {s['temperature']}"
+    return (f"specdec bench: preset `{s['preset']}`, {regime}, {n_prompts} prompts x {s['repeats']} repeat(s) x "
+            f"{s['max_new_tokens']} tokens, {sampling}, {s['dtype']}")
+
+
+def markdown(raw: dict, summary: dict) -> str:
+    lines = [f"### {title(raw, summary)}", ""]
+    if raw["profile"]:
+        if summary["valid"]:
+            checked = sum(r["overruns"]["forwards_checked"] for r in summary["configs"])
+            lines.append(f"VALID: none of {checked} timed forwards overran its budget.")
+        else:
+            lines.append(f"**INVALID: {'; '.join(summary['invalid_reasons'])}**")
+        lines.append("")
+    if summary["not_identical"]:
+        lines += [f"**NOT LOSSLESS: greedy output differs from the baseline in {', '.join(summary['not_identical'])}**",
+                  ""]
+    head = ("| configuration | k | tok/s | speedup | rounds | drafted | accepted | acc. rate | a | tau | k mean "
+            "| draft | target | network | overhead | other | bound SD | eff. SD | bound PEARL | eff. PEARL "
+            "| overruns d/t | identical |")
+    real = raw["profile"] is None
+    if real:  # the cost ratio each configuration faced: on a CPU a verification pass is not one step
+        head = head.replace("| bound SD |", "| c obs | bound SD |")
+    lines += [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in summary["configs"]:
+        o = r["overruns"]
+        overruns = "-" if real else f"{o['draft']}/{o['target']}"
+        c_obs = f"| {_f(r['c_observed'])} " if real else ""
+        k = "-" if r["draft_length"] is None else str(r["draft_length"])
+        lines.append(
+            f"| {r['name']} | {k} | {_f(r['tokens_per_s'], '.1f')} | {_f(r['speedup'], '.2f', 'x')} "
+            f"| {_f(r['rounds'], '.0f')} | {_f(r['draft_tokens'], '.0f')} | {_f(r['accepted_tokens'], '.0f')} "
+            f"| {_pct(r['acceptance_rate'])} | {_f(r['a'])} | {_f(r['tau'])} | {_f(r['k_mean'], '.1f')} "
+            f"| {_pct(r['draft_share'])} | {_pct(r['target_share'])} | {_pct(r['network_share'])} "
+            f"| {_pct(r['overhead_share'])} | {_pct(r['other_share'])} {c_obs}| {_f(r['bound_sd'], '.2f', 'x')} "
+            f"| {_f(r['efficiency_sd'])} | {_f(r['bound_pearl'], '.2f', 'x')} | {_f(r['efficiency_pearl'])} "
+            f"| {overruns} | {r['identical_runs'] or '-'} |"
+        )
+    lines += ["", *footnotes(raw, summary), "", per_kind_table(summary), "", _machine_line(raw)]
+    return "\n".join(lines) + "\n"
+
+
+def footnotes(raw: dict, summary: dict) -> list[str]:
+    b = summary["bounds"]
+    notes = [
+        "Medians over prompts x repeats. speedup: " + b["speedup"] + ". tok/s from the wall time of the call.",
+        "rounds = target verification passes; tau = emitted tokens / rounds; acc. rate = accepted / drafted; "
+        "a = " + b["a"] + "; k mean = " + b["k"] + ".",
+        "Time split as shares of the request's wall time: draft / target = model compute (emulated: including "
+        "the wait to the budget; under PEARL they overlap and may sum past 100%), network = call time outside "
+        "the model, overhead = (wall - union of compute intervals) / wall, other = overhead - network (waiting, "
+        "scheduling, Python).",
+        f"bound SD = {SD_BOUND}; bound PEARL = {PEARL_BOUND} (PEARL rows only; draft fully hidden behind "
+        "verification, the pass lasting max(1, k*c) target steps); eff. = median of speedup / bound per run.",
+        f"c = {summary['c']:.3f} ({summary['c_source']}).",
+    ]
+    if raw["profile"]:
+        p, fwd = raw["profile"], raw["calibration"]["forward_s"]
+        scale = p.get("preset_scale", {}).get(raw["settings"]["preset"], 1.0)
+        q = max(fwd["target"], key=int)
+        notes.append("overruns d/t: timed forwards of the draft / the target that took longer than their budget "
+                     "(any overrun makes the run INVALID). hf-assisted is held to the same budgets through module "
+                     f"hooks. Headroom (real compute timed before the run): draft step {fwd['draft']['1'] * 1000:.1f} "
+                     f"ms of {p['draft_ms'] * scale:g} ms, target pass over {q} tokens "
+                     f"{fwd['target'][q] * 1000:.1f} ms of {p['target_ms'] * scale:g} ms.")
+    else:
+        fwd = raw["calibration"]["forward_s"]["target"]
+        qs = sorted(fwd, key=int)
+        curve = ", ".join(f"q={q} {fwd[q] * 1000:.1f} ms" for q in qs)
+        notes.append(f"Real costs: the bounds assume a verification pass costs one target step; on this CPU it "
+                     f"does not (target forward over q new tokens, timed before the run: {curve}). c obs = "
+                     + b["c_observed"] + ".")
+    if raw.get("peer"):
+        p = raw["peer"]
+        notes.append(f"hf-assisted: {p['library']}, `{p['call']}` with the same models and prompt ids; assistant "
+                     f"schedule {p['num_assistant_tokens']} tokens, {p['num_assistant_tokens_schedule']}, confidence "
+                     f"threshold {p['assistant_confidence_threshold']}; its rounds = target forwards, tau = tokens / "
+                     "target forwards.")
+    return ["- " + n for n in notes]
+
+
+def per_kind_table(summary: dict) -> str:
+    kinds = summary["kinds"]
+    head = "| configuration | " + " | ".join(f"{k}: speedup / tau" for k in kinds) + " |"
+    rows = [head, "|" + "---|" * (len(kinds) + 1)]
+    for name, by_kind in summary["per_kind"].items():
+        cells = [f"{_f(v['speedup'], '.2f', 'x')} / {_f(v['tau'])}" for v in by_kind.values()]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "Per prompt kind (medians):\n\n" + "\n".join(rows)
+
+
+def _machine_line(raw: dict) -> str:
+    m = raw["machine"]
+    commit = (m["git_commit"] or "unknown")[:10] + (" (dirty)" if m.get("git_dirty") else "")
+    return (f"Machine: {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']} ({m['torch_threads']} threads), "
+            f"transformers {m['transformers']}; load average {raw['load_average']['start']} -> "
+            f"{raw['load_average']['end']}; date {m['date']}; commit {commit}; run took {raw['duration_s']:.0f} s.  \n"
+            f"Command: `{m['command']}`")
+
+
+def document(raw: dict, summary: dict) -> dict:
+    """The JSON file: summary first, the raw runs kept."""
+    return {"schema": "specdec-bench/1", "title": title(raw, summary), "valid": summary["valid"],
+            "invalid_reasons": summary["invalid_reasons"], "summary": summary, **raw}
+
+
+def write_json(path: str | Path, raw: dict, summary: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document(raw, summary), indent=1) + "\n")
+
+
+def write_plot(path: str | Path, raw: dict, summary: dict) -> None:
+    """Two panels: speedup and tau per mode/policy (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = summary["configs"]
+    names = [r["name"] for r in rows]
+    palette = {"autoregressive": "#888888", "sequential": "#1f77b4", "pearl": "#d62728", "gsd": "#2ca02c",
+               "hf-assisted": "#ff7f0e"}
+    colors = [palette.get(r["mode"], "#9467bd") for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 0.45 * len(rows) + 2), sharey=True)
+    y = list(range(len(rows)))[::-1]
+    for ax, key, label in ((ax1, "speedup", "speedup over target alone (x)"), (ax2, "tau", "tau (tokens per round)")):
+        values = [r[key] or 0.0 for r in rows]
+        ax.barh(y, values, color=colors)
+        for yi, v in zip(y, values):
+            ax.text(v, yi, f" {v:.2f}", va="center", fontsize=8)
+        ax.set_xlabel(label)
+        ax.axvline(1.0, color="black", linewidth=0.8, linestyle="--")
+        ax.set_xlim(0, max(values + [1.0]) * 1.18)
+    ax1.set_yticks(y, names)
+    flag = "" if summary["valid"] else "  [INVALID: budget overruns]"
+    fig.suptitle(title(raw, summary).replace("**", "").replace("`", "") + flag, fontsize=9, wrap=True)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- where it ran --------------------------------------------------------------------
+
+
+def load_average() -> list[float] | None:
+    """1, 5 and 15-minute load: a busy shared machine shows here."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def machine_info() -> dict:
+    import torch
+    import transformers
+
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    argv = [Path(sys.argv[0]).name] + sys.argv[1:] if sys.argv else []
+    return {
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "cuda": torch.cuda.is_available(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git("rev-parse", "HEAD") or None,
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "command": " ".join(shlex.quote(a) for a in argv),
+    }
+

@@ -1,0 +1,77 @@
+"""The asyncio client: the same API as `Client`, with coroutines and async iterators.
+
+    async with AsyncClient("127.0.0.1:50051") as client:
+        async for chunk in client.generate_stream("def fib(n):", mode="pearl"):
+            print(chunk.text, end="")
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator, Sequence
+
+import grpc
+
+from specdec.client.client import Deadline, backoff_delay, retryable
+from specdec.client.errors import from_rpc_error
+from specdec.client.types import Chunk, Completion, Info, build_request
+from specdec.pb.v1 import common_pb2, coordinator_pb2_grpc
+
+
+class AsyncClient:
+    """An asyncio client of the Coordinator service (create it inside the event loop)."""
+
+    def __init__(self, address: str, timeout: float | None = None, retries: int = 3):
+        self.address = address
+        self.timeout = timeout
+        self.retries = retries
+        self._channel = grpc.aio.insecure_channel(address)
+        self._stub = coordinator_pb2_grpc.CoordinatorStub(self._channel)
+
+    async def generate_stream(self, prompt: str | Sequence[int], **params) -> AsyncIterator[Chunk]:
+        """Yield chunks as tokens are committed; the last has finish_reason and stats.
+        Closing the iterator (aclose, or cancelling the task) cancels the request."""
+        request = build_request(prompt, **params)
+        deadline = Deadline(self.timeout)
+        attempt = 0
+        while True:
+            call = self._stub.Generate(request, timeout=deadline.left())
+            received = False
+            try:
+                async for message in call:
+                    received = True
+                    yield Chunk.from_pb(message)
+                return
+            except grpc.aio.AioRpcError as exc:
+                if not retryable(exc, attempt, self.retries, received):
+                    raise from_rpc_error(exc) from None
+            finally:
+                call.cancel()
+            await asyncio.sleep(backoff_delay(attempt))
+            attempt += 1
+
+    async def complete(self, prompt: str | Sequence[int], **params) -> Completion:
+        request = build_request(prompt, **params)
+        return Completion.from_pb(await self._unary(self._stub.Complete, request))
+
+    async def info(self) -> Info:
+        return Info.from_pb(await self._unary(self._stub.GetInfo, common_pb2.GetInfoRequest()))
+
+    async def _unary(self, method, request):
+        deadline = Deadline(self.timeout)
+        for attempt in range(self.retries + 1):
+            try:
+                return await method(request, timeout=deadline.left())
+            except grpc.aio.AioRpcError as exc:
+                if not retryable(exc, attempt, self.retries, received=False):
+                    raise from_rpc_error(exc) from None
+            await asyncio.sleep(backoff_delay(attempt))
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()

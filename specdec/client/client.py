@@ -1,0 +1,103 @@
+"""The synchronous client.
+
+    with Client("127.0.0.1:50051") as client:
+        for chunk in client.generate_stream("def fib(n):", max_new_tokens=64, mode="pearl"):
+            print(chunk.text, end="")
+        print(chunk.finish_reason, chunk.stats.mean_acceptance_length)
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Iterator, Sequence
+
+import grpc
+
+from specdec.client.errors import from_rpc_error
+from specdec.client.types import Chunk, Completion, Info, build_request
+from specdec.pb.v1 import common_pb2, coordinator_pb2_grpc
+
+BACKOFF_S = 0.1  # first retry delay; doubles per retry
+MAX_BACKOFF_S = 2.0
+
+
+def backoff_delay(attempt: int) -> float:
+    """Exponential backoff with jitter for retry `attempt` (0-based)."""
+    return min(MAX_BACKOFF_S, BACKOFF_S * 2**attempt) * random.uniform(0.5, 1.0)
+
+
+class Deadline:
+    """A request's overall timeout, shared by its retries; None = no deadline."""
+
+    def __init__(self, timeout: float | None):
+        self.at = None if timeout is None else time.monotonic() + timeout
+
+    def left(self) -> float | None:
+        return None if self.at is None else max(0.0, self.at - time.monotonic())
+
+
+def retryable(exc: grpc.RpcError, attempt: int, retries: int, received: bool) -> bool:
+    """Retry UNAVAILABLE until `retries` are spent, but never once tokens were received."""
+    return exc.code() == grpc.StatusCode.UNAVAILABLE and attempt < retries and not received
+
+
+class Client:
+    """A blocking client of the Coordinator service; `timeout` (s) bounds each request,
+    `retries` is how often UNAVAILABLE is retried (with backoff) before any token came."""
+
+    def __init__(self, address: str, timeout: float | None = None, retries: int = 3):
+        self.address = address
+        self.timeout = timeout
+        self.retries = retries
+        self._channel = grpc.insecure_channel(address)
+        self._stub = coordinator_pb2_grpc.CoordinatorStub(self._channel)
+
+    def generate_stream(self, prompt: str | Sequence[int], **params) -> Iterator[Chunk]:
+        """Yield chunks as tokens are committed; the last has finish_reason and stats.
+        Closing the iterator early cancels the request on the server."""
+        request = build_request(prompt, **params)
+        deadline = Deadline(self.timeout)
+        attempt = 0
+        while True:
+            call = self._stub.Generate(request, timeout=deadline.left())
+            received = False
+            try:
+                for message in call:
+                    received = True
+                    yield Chunk.from_pb(message)
+                return
+            except grpc.RpcError as exc:
+                if not retryable(exc, attempt, self.retries, received):
+                    raise from_rpc_error(exc) from None
+            finally:
+                call.cancel()
+            time.sleep(backoff_delay(attempt))
+            attempt += 1
+
+    def complete(self, prompt: str | Sequence[int], **params) -> Completion:
+        """Generate to the end and return the whole result at once."""
+        request = build_request(prompt, **params)
+        return Completion.from_pb(self._unary(self._stub.Complete, request))
+
+    def info(self) -> Info:
+        return Info.from_pb(self._unary(self._stub.GetInfo, common_pb2.GetInfoRequest()))
+
+    def _unary(self, method, request):
+        deadline = Deadline(self.timeout)
+        for attempt in range(self.retries + 1):
+            try:
+                return method(request, timeout=deadline.left())
+            except grpc.RpcError as exc:
+                if not retryable(exc, attempt, self.retries, received=False):
+                    raise from_rpc_error(exc) from None
+            time.sleep(backoff_delay(attempt))
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,36 @@
+"""The target worker's configuration: one frozen value, built from flags and env vars
+(coordinator/cli.py) and passed down explicitly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PORT = 50071
+
+
+@dataclass(frozen=True)
+class TargetWorkerConfig:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT  # 0: any free port
+    preset: str = "qwen-coder"  # tiny | qwen-coder
+    seed: int = 0  # builds the tiny models; unused by real weights
+    dtype: str = "float32"
+    threads: int | None = None  # torch.set_num_threads; None = torch's default
+    cost_profile: str | None = None  # e.g. gpu-like: hold each forward to a device's latency
+    max_sessions: int = 256  # KV caches held at once (LRU beyond)
+    session_ttl_s: float = 600.0  # idle sessions are dropped after this
+    grace_s: float = 5.0  # drain time on SIGTERM
+
+    def __post_init__(self):
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in 0..65535, got {self.port}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.max_sessions < 1:
+            raise ValueError(f"max_sessions must be >= 1, got {self.max_sessions}")
+        if self.session_ttl_s <= 0:
+            raise ValueError(f"session_ttl must be > 0 seconds, got {self.session_ttl_s}")
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"

@@ -1,0 +1,44 @@
+"""TargetWorker servicer: protobuf in -> LocalTarget -> protobuf out. No maths here.
+
+Errors are mapped by specdec.pb.serving.ErrorInterceptor (see server.py):
+SessionStateLost -> FAILED_PRECONDITION (the coordinator re-prefills), ValueError ->
+INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from specdec.endpoints import LocalTarget
+from specdec.pb.convert import proposal_from_pb, sampling_from_pb, verification_to_pb
+from specdec.pb.v1 import common_pb2, target_worker_pb2, target_worker_pb2_grpc
+
+
+class TargetWorkerServicer(target_worker_pb2_grpc.TargetWorkerServicer):
+    def __init__(self, endpoint: LocalTarget, describe: Callable[[], common_pb2.WorkerInfo]):
+        self.endpoint = endpoint
+        self.describe = describe
+
+    async def Verify(self, request: target_worker_pb2.VerifyRequest, context) -> target_worker_pb2.VerifyResponse:
+        if not request.session_id:
+            raise ValueError("session_id is empty")
+        params = sampling_from_pb(request.sampling)
+        proposals = None if params.greedy else [proposal_from_pb(q) for q in request.proposals]
+        verification = await self.endpoint.verify_from(
+            request.session_id,
+            request.start,
+            list(request.tokens),
+            list(request.draft_tokens),
+            proposals,
+            params,
+            request.seed,
+        )
+        return verification_to_pb(verification)
+
+    async def Release(self, request: common_pb2.ReleaseRequest, context) -> common_pb2.ReleaseResponse:
+        held = request.session_id in self.endpoint.sessions
+        await self.endpoint.release(request.session_id)
+        return common_pb2.ReleaseResponse(released=held)
+
+    async def GetInfo(self, request: common_pb2.GetInfoRequest, context) -> common_pb2.WorkerInfo:
+        return self.describe()
