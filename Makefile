@@ -22,9 +22,9 @@ test: install
 test-slow: install
 	$(PYTEST) -q -m slow -p no:cacheprovider
 
+# The real pair through three processes (fetched into ~/.cache/specdec on first run), PEARL mode
 demo: install
-	$(PY) -m specdec.cli models fetch
-	$(PY) -m specdec.cli generate --mode sequential "Write a Python function that checks whether a number is prime."
+	$(PY) -m specdec.cli demo
 
 bench: install
 	$(PY) -m specdec.cli bench --preset tiny --cost gpu-like --json bench-results/tiny-gpu-like.json

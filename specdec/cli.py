@@ -110,6 +110,10 @@ from coordinator.cli import serve, up  # noqa: E402  (typer-only module: keeps -
 app.command("serve")(serve)
 app.command("up")(up)
 
+from specdec.demo import demo  # noqa: E402
+
+app.command("demo")(demo)
+
 
 def main() -> None:
     app()
