@@ -40,6 +40,12 @@ def serve(
     ),
     max_sessions: int = typer.Option(256, envvar="SPECDEC_MAX_SESSIONS", help="KV caches held at once (workers)."),
     session_ttl: float = typer.Option(600.0, envvar="SPECDEC_SESSION_TTL", help="Idle session TTL, s (workers)."),
+    max_batch: int = typer.Option(
+        1, envvar="SPECDEC_MAX_BATCH", help="Merge up to N concurrent sessions' forwards into one (workers)."
+    ),
+    batch_wait_ms: float = typer.Option(
+        2.0, envvar="SPECDEC_BATCH_WAIT_MS", help="How long a forward waits for others to join a batch (workers)."
+    ),
     proposal_top_n: int = typer.Option(64, envvar="SPECDEC_PROPOSAL_TOP_N", help="N of the sparse q (draft)."),
     acceptance_head: Optional[str] = typer.Option(
         None, envvar="SPECDEC_ACCEPTANCE_HEAD", help="Folder of a SpecDec++ head; policy specdecpp needs one (draft)."
@@ -78,6 +84,7 @@ def serve(
             config = DraftWorkerConfig(
                 host=host, port=DEFAULT_PORT if port is None else port, preset=preset, seed=seed, dtype=dtype,
                 threads=threads, cost_profile=cost_profile, max_sessions=max_sessions, session_ttl_s=session_ttl,
+                max_batch=max_batch, batch_wait_ms=batch_wait_ms,
                 proposal_top_n=proposal_top_n, acceptance_head=acceptance_head, grace_s=grace,
             )
         else:
@@ -87,6 +94,7 @@ def serve(
             config = TargetWorkerConfig(
                 host=host, port=DEFAULT_PORT if port is None else port, preset=preset, seed=seed, dtype=dtype,
                 threads=threads, cost_profile=cost_profile, max_sessions=max_sessions, session_ttl_s=session_ttl,
+                max_batch=max_batch, batch_wait_ms=batch_wait_ms,
                 grace_s=grace,
             )
         run(config)

@@ -21,6 +21,8 @@ class DraftWorkerConfig:
     cost_profile: str | None = None  # e.g. gpu-like: hold each forward to a device's latency
     max_sessions: int = 256  # KV caches held at once (LRU beyond)
     session_ttl_s: float = 600.0  # idle sessions are dropped after this
+    max_batch: int = 1  # >1: merge concurrent sessions' forwards into one batched forward
+    batch_wait_ms: float = 2.0  # how long a forward waits for others while calls are in flight
     proposal_top_n: int = DEFAULT_PROPOSAL_TOP_N  # N of the sparse proposal q sent per token
     acceptance_head: str | None = None  # folder of a SpecDec++ head (specdec.head); policy specdecpp needs one
     grace_s: float = 5.0  # drain time on SIGTERM
@@ -32,6 +34,10 @@ class DraftWorkerConfig:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         if self.max_sessions < 1:
             raise ValueError(f"max_sessions must be >= 1, got {self.max_sessions}")
+        if not 1 <= self.max_batch <= 256:
+            raise ValueError(f"max_batch must be in 1..256, got {self.max_batch}")
+        if self.batch_wait_ms < 0:
+            raise ValueError(f"batch_wait_ms must be >= 0, got {self.batch_wait_ms}")
         if self.session_ttl_s <= 0:
             raise ValueError(f"session_ttl must be > 0 seconds, got {self.session_ttl_s}")
         if self.proposal_top_n < 1:

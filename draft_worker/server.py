@@ -33,7 +33,7 @@ def build_servicer(config: DraftWorkerConfig) -> DraftWorkerServicer:
         head = load_head(config.acceptance_head, pair.draft)
     endpoint = LocalDraft(
         pair.draft, budget, top_n=config.proposal_top_n, head=head, max_sessions=config.max_sessions,
-        ttl_s=config.session_ttl_s,
+        ttl_s=config.session_ttl_s, max_batch=config.max_batch, batch_wait_s=config.batch_wait_ms / 1000.0,
     )
 
     def describe():

@@ -17,6 +17,7 @@ from typing import AsyncIterator, Protocol, Sequence
 
 import torch
 
+from specdec.batching import BatchingRunner
 from specdec.cost import ForwardBudget
 from specdec.drafting import DEFAULT_PROPOSAL_TOP_N, AcceptanceHead, DraftToken, draft_tokens
 from specdec.gsd.drafting import draft_tree
@@ -65,8 +66,10 @@ class TargetEndpoint(Protocol):
 class SessionStore:
     """Per-session caches with a bound on count (LRU) and an idle TTL."""
 
-    def __init__(self, model: torch.nn.Module, budget: ForwardBudget | None, max_sessions: int, ttl_s: float):
-        self.model, self.budget = model, budget
+    def __init__(
+        self, model: torch.nn.Module, budget: ForwardBudget | None, max_sessions: int, ttl_s: float, runner=None
+    ):
+        self.model, self.budget, self.runner = model, budget, runner
         self.max_sessions, self.ttl_s = max_sessions, ttl_s
         self._sessions: OrderedDict[str, tuple[ModelSession, float]] = OrderedDict()
         self._lock = threading.Lock()
@@ -77,7 +80,11 @@ class SessionStore:
         with self._lock:
             self._expire(now)
             entry = self._sessions.pop(session_id, None)
-            session = entry[0] if entry else ModelSession(self.model, self.budget)
+            if entry:
+                session = entry[0]
+            else:  # a batching runner owns the budget: one budget per merged forward
+                budget = None if self.runner is not None else self.budget
+                session = ModelSession(self.model, budget, self.runner)
             self._sessions[session_id] = (session, now)
             while len(self._sessions) > self.max_sessions:
                 self._sessions.popitem(last=False)
@@ -102,19 +109,54 @@ class SessionStore:
 
 
 class _ModelThread:
-    """One thread per model: calls into a model never interleave, and torch work runs
-    off the event loop (torch releases the GIL, so draft and target overlap)."""
+    """Where calls into one model run, off the event loop (torch releases the GIL, so
+    draft and target overlap).
 
-    def __init__(self, name: str):
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+    max_batch == 1: one thread; calls never interleave.
+    max_batch > 1: a pool of threads whose forwards a BatchingRunner merges into
+    batched forwards; calls on the same session still never interleave (a lock each).
+    """
 
-    async def run(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+    def __init__(self, name: str, sessions: SessionStore, max_batch: int = 1, batch_wait_s: float = 0.002):
+        self.runner = None
+        if max_batch > 1:
+            self.runner = BatchingRunner(sessions.model, sessions.budget, max_batch, batch_wait_s)
+            sessions.runner = self.runner
+        self.executor = ThreadPoolExecutor(max_workers=2 * max_batch if max_batch > 1 else 1, thread_name_prefix=name)
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _session_lock(self, session_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(session_id, threading.Lock())
+
+    def wrap(self, session_id: str, fn):
+        """`fn` as it must run on a pool thread: alone on its session, counted as a job."""
+        if self.runner is None:
+            return fn
+
+        def guarded(*args):
+            with self._session_lock(session_id), self.runner.job():
+                return fn(*args)
+
+        return guarded
+
+    def submit(self, session_id: str, fn) -> None:
+        self.executor.submit(self.wrap(session_id, fn))
+
+    async def run(self, session_id: str, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self.wrap(session_id, fn), *args)
 
     def release(self, sessions: SessionStore, session_id: str) -> None:
         """Drop a session once the calls already queued for it have run (a cancelled call
         may still be queued: releasing first would let it recreate the session)."""
-        self.executor.submit(sessions.release, session_id)
+
+        def drop():
+            sessions.release(session_id)
+            with self._locks_guard:
+                self._locks.pop(session_id, None)
+
+        self.submit(session_id, drop)
 
 
 _END = object()
@@ -129,10 +171,12 @@ class LocalDraft:
         head: AcceptanceHead | None = None,
         max_sessions: int = 256,
         ttl_s: float = 600.0,
+        max_batch: int = 1,
+        batch_wait_s: float = 0.002,
     ):
         self.sessions = SessionStore(model, budget, max_sessions, ttl_s)
         self.top_n, self.head = top_n, head
-        self._thread = _ModelThread("draft")
+        self._thread = _ModelThread("draft", self.sessions, max_batch, batch_wait_s)
 
     def draft(self, session_id, committed, rule, params, seed) -> AsyncIterator[DraftToken]:
         return self.draft_from(session_id, 0, committed, rule, params, seed)
@@ -161,7 +205,7 @@ class LocalDraft:
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, _END)
 
-        self._thread.executor.submit(work)
+        self._thread.submit(session_id, work)
         try:
             while (item := await queue.get()) is not _END:
                 if isinstance(item, BaseException):
@@ -181,16 +225,24 @@ class LocalDraft:
         def work():
             return draft_tree(self.sessions.get(session_id), start, tokens, tree, params, seed, self.top_n)
 
-        return await self._thread.run(work)
+        return await self._thread.run(session_id, work)
 
     async def release(self, session_id: str) -> None:
         self._thread.release(self.sessions, session_id)
 
 
 class LocalTarget:
-    def __init__(self, model: torch.nn.Module, budget: ForwardBudget | None = None, max_sessions=256, ttl_s=600.0):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        budget: ForwardBudget | None = None,
+        max_sessions: int = 256,
+        ttl_s: float = 600.0,
+        max_batch: int = 1,
+        batch_wait_s: float = 0.002,
+    ):
         self.sessions = SessionStore(model, budget, max_sessions, ttl_s)
-        self._thread = _ModelThread("target")
+        self._thread = _ModelThread("target", self.sessions, max_batch, batch_wait_s)
 
     async def verify(self, session_id, committed, draft, proposals, params, seed) -> Verification:
         return await self.verify_from(session_id, 0, committed, draft, proposals, params, seed)
@@ -202,7 +254,7 @@ class LocalTarget:
         def work():
             return verify_draft(self.sessions.get(session_id), start, tokens, draft, proposals, params, seed)
 
-        return await self._thread.run(work)
+        return await self._thread.run(session_id, work)
 
     async def verify_tree(self, session_id, committed, tree, params, seed) -> TreeVerification:
         return await self.verify_tree_from(session_id, 0, committed, tree, params, seed)
@@ -214,7 +266,7 @@ class LocalTarget:
         def work():
             return verify_draft_tree(self.sessions.get(session_id), start, tokens, tree, params, seed)
 
-        return await self._thread.run(work)
+        return await self._thread.run(session_id, work)
 
     async def release(self, session_id: str) -> None:
         self._thread.release(self.sessions, session_id)

@@ -38,10 +38,34 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where inputs go: the input embeddings' device (right under device_map too)."""
+    return model.get_input_embeddings().weight.device
+
+
+@torch.inference_mode()
+def run_single(session: "ModelSession", fresh: list[int], n_logits: int, want_hidden: bool) -> ForwardResult:
+    """The plain forward of `fresh` after the session's cached tokens."""
+    began = time.perf_counter()
+    out = session.model(
+        torch.tensor([fresh], dtype=torch.long, device=model_device(session.model)),
+        cache=session.cache,
+        use_cache=True,
+        logits_to_keep=n_logits,
+        output_hidden_states=want_hidden,
+    )
+    hidden = out.hidden_states[-1][0, -n_logits:] if want_hidden else None
+    return ForwardResult(out.logits[0], hidden, len(fresh), time.perf_counter() - began)
+
+
 class ModelSession:
-    def __init__(self, model: torch.nn.Module, budget: ForwardBudget | None = None):
+    """`runner`, when given, executes the forwards (specdec.batching merges concurrent
+    sessions' forwards into one); it then owns the cost budget too."""
+
+    def __init__(self, model: torch.nn.Module, budget: ForwardBudget | None = None, runner=None):
         self.model = model
         self.budget = budget
+        self.runner = runner
         self.tokens: list[int] = []  # the tokens whose K/V are in `cache`, in order
         self.cache = DynamicCache()
 
@@ -54,7 +78,6 @@ class ModelSession:
             self.cache.crop(length - self.cache.get_seq_length())
             del self.tokens[length:]
 
-    @torch.inference_mode()
     def forward(
         self,
         start: int,
@@ -74,19 +97,16 @@ class ModelSession:
         sequence = self.tokens[:start] + list(tokens)
         self.crop(reuse)
         fresh = sequence[reuse:]
-        began = time.perf_counter()
-        out = self.model(
-            torch.tensor([fresh], dtype=torch.long),
-            cache=self.cache,
-            use_cache=True,
-            logits_to_keep=n_logits,
-            output_hidden_states=want_hidden,
-        )
-        if self.budget is not None:
-            self.budget.settle(len(fresh), began)
+        if self.runner is not None:
+            out = self.runner.run(self, fresh, n_logits, want_hidden)
+        else:
+            began = time.perf_counter()
+            out = run_single(self, fresh, n_logits, want_hidden)
+            if self.budget is not None:
+                self.budget.settle(len(fresh), began)
+                out.seconds = time.perf_counter() - began
         self.tokens = sequence
-        hidden = out.hidden_states[-1][0, -n_logits:] if want_hidden else None
-        return ForwardResult(out.logits[0], hidden, len(fresh), time.perf_counter() - began)
+        return out
 
     def append(self, tokens: Sequence[int], n_logits: int = 1, want_hidden: bool = False) -> ForwardResult:
         return self.forward(len(self.tokens), tokens, n_logits, want_hidden)

@@ -25,7 +25,10 @@ def build_servicer(config: TargetWorkerConfig) -> TargetWorkerServicer:
     set_threads(config.threads)
     pair = load_preset(config.preset, seed=config.seed, dtype=config.dtype, roles=("target",))
     budget = CostProfile.load(config.cost_profile).budget("target", config.preset) if config.cost_profile else None
-    endpoint = LocalTarget(pair.target, budget, max_sessions=config.max_sessions, ttl_s=config.session_ttl_s)
+    endpoint = LocalTarget(
+        pair.target, budget, max_sessions=config.max_sessions, ttl_s=config.session_ttl_s,
+        max_batch=config.max_batch, batch_wait_s=config.batch_wait_ms / 1000.0,
+    )
 
     def describe():
         return worker_info_to_pb(
