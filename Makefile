@@ -4,7 +4,7 @@ PIP     ?= .venv/bin/pip
 PYTEST  ?= .venv/bin/pytest
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test test-slow demo bench protos clean
+.PHONY: install test test-slow demo bench protos certs clean
 
 .venv/.installed: pyproject.toml
 	python3 -m venv .venv
@@ -19,7 +19,9 @@ install: .venv/.installed
 test: install
 	$(PYTEST) -q -x -p no:cacheprovider
 
+# The real pair (fetched into ~/.cache/specdec first): greedy equality in every mode
 test-slow: install
+	$(PY) -m specdec.cli models fetch
 	$(PYTEST) -q -m slow -p no:cacheprovider
 
 # The real pair through three processes (fetched into ~/.cache/specdec on first run), PEARL mode
@@ -32,6 +34,11 @@ bench: install
 # Regenerate specdec/pb/v1 from protos/specdec/v1 (commit the result; CI checks it is fresh)
 protos: install
 	$(PY) scripts/gen_protos.py
+
+# A local CA + certificates for TLS / mTLS into .certs/ (SAN localhost, 127.0.0.1;
+# more names: make certs DNS=coordinator.example,draft.example)
+certs: install
+	$(PY) scripts/make_certs.py --out .certs $(if $(DNS),--dns $(DNS))
 
 clean:
 	rm -rf .venv build *.egg-info bench-results

@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from coordinator.discovery import DiscoveryConfig
+from specdec.pb.security import ServerTLS
+from specdec.telemetry.config import TelemetryConfig
 
 DEFAULT_PORT = 50051
 
@@ -15,11 +19,16 @@ class CoordinatorConfig:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT  # 0: any free port
     preset: str = "qwen-coder"  # whose tokenizer to load: tiny | qwen-coder
+    tokenizer: str | None = None  # the target's tokenizer folder / .gguf (workers started with --model)
     threads: int | None = 1  # torch threads (the coordinator only does bookkeeping)
     max_concurrent_requests: int = 64  # more get RESOURCE_EXHAUSTED
     target_retry_s: float = 10.0  # how long a request waits for some target replica to answer
     startup_timeout_s: float = 120.0  # how long to wait for the workers at startup
     grace_s: float = 5.0  # drain time on SIGTERM
+    telemetry: TelemetryConfig = TelemetryConfig()  # OTLP endpoint, /metrics port
+    tls: ServerTLS = ServerTLS()  # --tls-cert/--tls-key/--tls-ca; also how it dials the workers
+    auth_token: str | None = field(default=None, repr=False)  # clients must send it as a bearer token
+    discovery: DiscoveryConfig = DiscoveryConfig()  # static | dns | kubernetes (coordinator/discovery.py)
 
     def __post_init__(self):
         if not self.target:

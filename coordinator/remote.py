@@ -10,25 +10,52 @@ from start = 0: a re-prefill, counted in `reprefills`.
 Failures: a draft worker that fails becomes EndpointUnavailable (the loop goes on
 target-only); a target is retried on the next replica (or the same one, restarting)
 for up to `retry_s`, then the request fails with EndpointUnavailable.
+
+GSD rounds (draft_tree / verify_tree) follow the same rules; afterwards the draft
+holds exactly the committed sequence (the tree is dropped) and the target the
+committed sequence plus the accepted tokens.
+
+Membership (coordinator/discovery.py): `Workers.set_members` adds and removes
+replicas at run time. A request takes the replica with the fewest sessions (ties in
+turn) and sticks to it; when its replica leaves the pool, the session moves to
+another at its next call (a re-prefill), and the channel closes once no session uses it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import itertools
 import logging
 import time
+import weakref
 from typing import AsyncIterator, Sequence
 
 import grpc
 
 from specdec.drafting import DraftToken
 from specdec.endpoints import EndpointUnavailable
-from specdec.pb.convert import draft_token_from_pb, proposal_to_pb, rule_to_pb, sampling_to_pb, verification_from_pb
+from specdec.gsd.tree import DraftTree, TreeParams
+from specdec.gsd.verifying import TreeVerification
+from specdec.pb.convert import (
+    draft_token_from_pb,
+    draft_tree_from_pb,
+    proposal_to_pb,
+    rule_to_pb,
+    sampling_to_pb,
+    tree_params_to_pb,
+    tree_to_pb,
+    tree_verification_from_pb,
+    verification_from_pb,
+)
+from specdec.pb.security import ChannelTLS, open_aio_channel
+from specdec.pb.session_binding import SessionKeys
 from specdec.pb.v1 import common_pb2, draft_worker_pb2, draft_worker_pb2_grpc, target_worker_pb2, target_worker_pb2_grpc
 from specdec.policies import StopRule
 from specdec.sampling import SamplingParams, SparseDist
 from specdec.session import common_prefix
+from specdec.telemetry import spans
 from specdec.verifying import Verification
 
 log = logging.getLogger(__name__)
@@ -44,12 +71,31 @@ GONE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.
 
 
 class Replica:
-    """One worker address: a channel and a stub, shared by all requests."""
+    """One worker address: a channel and a stub, shared by all requests. `tls`: dial with
+    TLS; every call carries its session's key (specdec.pb.session_binding)."""
 
-    def __init__(self, address: str, stub_class):
+    def __init__(
+        self, address: str, stub_class, interceptors: Sequence = (), tls: ChannelTLS | None = None,
+        session_keys: SessionKeys | None = None,
+    ):
         self.address = address
-        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        interceptors = [*interceptors, *(session_keys or SessionKeys()).interceptors()]
+        self.channel = open_aio_channel(address, tls, options=CHANNEL_OPTIONS, interceptors=interceptors)
         self.stub = stub_class(self.channel)
+        self.sessions = 0  # requests bound to this replica now (the pool balances on it)
+        self.left = False  # removed by discovery: no new sessions; closed once idle
+        self.on_idle = None  # called when it has left and its last session is gone
+
+    def lease(self, owner) -> weakref.finalize:
+        """Count a session on this replica until the returned callable is called (once)
+        or `owner` is garbage-collected, whichever comes first."""
+        self.sessions += 1
+        return weakref.finalize(owner, self._unlease)
+
+    def _unlease(self) -> None:
+        self.sessions -= 1
+        if self.left and self.sessions == 0 and self.on_idle is not None:
+            self.on_idle(self)
 
     async def info(self, timeout: float) -> common_pb2.WorkerInfo:
         return await self.stub.GetInfo(common_pb2.GetInfoRequest(), timeout=timeout, wait_for_ready=True)
@@ -78,18 +124,30 @@ class _Held:
 
 
 class RemoteDraft:
-    """specdec.endpoints.DraftEndpoint over one draft worker."""
+    """specdec.endpoints.DraftEndpoint over one draft worker (another of `pool`'s once
+    that one leaves the pool)."""
 
-    def __init__(self, replica: Replica):
+    def __init__(self, replica: Replica, pool: "Workers | None" = None):
         self.replica = replica
         self.held = _Held()
         self.reprefills = 0
+        self.pool = pool
+        self._lease = replica.lease(self)
+
+    def _follow_pool(self, session_id: str) -> None:
+        """Move off a replica that left the pool, to the least busy one still in it."""
+        if self.replica.left and self.pool is not None and self.pool.drafts:
+            self.pool.release_behind(self.replica, self._lease, session_id)
+            self.replica = self.pool.pick(self.pool.drafts)
+            self._lease = self.replica.lease(self)
+            self.held.forget(session_id)  # the new replica gets the whole history
 
     async def draft(
         self, session_id: str, committed: Sequence[int], rule: StopRule, params: SamplingParams, seed: int
     ) -> AsyncIterator[DraftToken]:
         """Stream draft tokens; closing the iterator (aclose) cancels the call, so the
         worker stops drafting."""
+        self._follow_pool(session_id)
         base = list(committed)
         start = self.held.start(session_id, base)
         for attempt in range(2):
@@ -111,34 +169,83 @@ class RemoteDraft:
                 code = exc.code()
                 if code == grpc.StatusCode.FAILED_PRECONDITION and attempt == 0 and not drafted:
                     log.info("draft worker %s lost session %s; re-prefilling", self.replica.address, session_id)
+                    spans.add_event("specdec.re-prefill", worker=self.replica.address)
                     self.reprefills += 1
                     start = 0
                     continue
                 if code == grpc.StatusCode.INVALID_ARGUMENT:
                     raise ValueError(exc.details()) from None
                 self.held.forget(session_id)
+                self._lease()  # the request goes on target-only
                 raise EndpointUnavailable(f"draft worker {self.replica.address}: {code.name}: {exc.details()}") from None
             finally:
                 call.cancel()
 
+    async def draft_tree(
+        self, session_id: str, committed: Sequence[int], tree: TreeParams, params: SamplingParams, seed: int
+    ) -> DraftTree:
+        """One GSD draft tree; the worker ends holding exactly `committed`."""
+        self._follow_pool(session_id)
+        base = list(committed)
+        start = self.held.start(session_id, base)
+        while True:  # at most twice: a lost session is re-prefilled from start = 0 once
+            request = draft_worker_pb2.DraftTreeRequest(
+                session_id=session_id, start=start, tokens=base[start:], tree=tree_params_to_pb(tree),
+                sampling=sampling_to_pb(params), seed=seed,
+            )
+            self.held.set(session_id, base[:start])  # all we can be sure of until it answers
+            try:
+                reply = await self.replica.stub.DraftTree(request)
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+                if code == grpc.StatusCode.FAILED_PRECONDITION and start > 0:
+                    log.info("draft worker %s lost session %s; re-prefilling", self.replica.address, session_id)
+                    self.reprefills += 1
+                    start = 0
+                    continue
+                if code == grpc.StatusCode.INVALID_ARGUMENT:
+                    raise ValueError(exc.details()) from None
+                self.held.forget(session_id)
+                self._lease()  # the request goes on target-only
+                raise EndpointUnavailable(f"draft worker {self.replica.address}: {code.name}: {exc.details()}") from None
+            self.held.set(session_id, base)
+            return draft_tree_from_pb(reply)
+
     async def release(self, session_id: str) -> None:
         self.held.forget(session_id)
-        await self.replica.release(session_id)
+        try:
+            await self.replica.release(session_id)
+        finally:
+            self._lease()
 
 
 class RemoteTarget:
-    """specdec.endpoints.TargetEndpoint over target replicas, starting at `first`."""
+    """specdec.endpoints.TargetEndpoint over target replicas, starting at `first`. With a
+    `pool`, fail-over and departures pick among the pool's replicas of the moment."""
 
-    def __init__(self, replicas: Sequence[Replica], first: int = 0, retry_s: float = 10.0):
+    def __init__(
+        self, replicas: Sequence[Replica], first: int = 0, retry_s: float = 10.0, pool: "Workers | None" = None
+    ):
         self.replicas = list(replicas)
-        self.current = first % len(self.replicas)
+        self.replica = self.replicas[first % len(self.replicas)]
         self.retry_s = retry_s
         self.held = _Held()
         self.reprefills = 0
+        self.failovers = 0  # calls retried because the worker was gone
+        self.pool = pool
+        self._lease = self.replica.lease(self)
 
-    @property
-    def replica(self) -> Replica:
-        return self.replicas[self.current]
+    def _members(self) -> list[Replica]:
+        return self.pool.targets if self.pool is not None and self.pool.targets else self.replicas
+
+    def _move_to(self, replica: Replica, session_id: str) -> None:
+        if replica is not self.replica:
+            if self.pool is not None:
+                self.pool.release_behind(self.replica, self._lease, session_id)
+            else:
+                self._lease()
+            self.replica, self._lease = replica, replica.lease(self)
+            self._resend_all(session_id)  # the next replica has never seen this session
 
     async def verify(
         self,
@@ -154,15 +261,38 @@ class RemoteTarget:
             session_id=session_id, draft_tokens=draft, sampling=sampling_to_pb(params), seed=seed,
             proposals=[proposal_to_pb(q) for q in proposals] if proposals is not None else [],
         )
-        deadline = None
+        reply = await self._call("Verify", session_id, committed, request)
+        self.held.set(session_id, committed + draft)
+        return verification_from_pb(reply)
+
+    async def verify_tree(
+        self, session_id: str, committed: Sequence[int], tree: DraftTree, params: SamplingParams, seed: int
+    ) -> TreeVerification:
+        """Verify a GSD tree; the worker ends holding `committed` plus the accepted tokens."""
+        committed = list(committed)
+        request = target_worker_pb2.VerifyTreeRequest(
+            session_id=session_id, tree=tree_to_pb(tree), sampling=sampling_to_pb(params), seed=seed
+        )
+        reply = await self._call("VerifyTree", session_id, committed, request)
+        self.held.set(session_id, committed + list(reply.tokens))
+        return tree_verification_from_pb(reply)
+
+    async def _call(self, rpc: str, session_id: str, committed: list[int], request):
+        """The `rpc` method on the current replica, with the request's `start` / `tokens`
+        filled in from what that replica holds; re-prefills a lost session and fails over
+        (module docstring)."""
+        deadline, reprefills = None, self.reprefills
         while True:
+            if self.replica.left and self.pool is not None and self.pool.targets:
+                self._move_to(self.pool.pick(self.pool.targets), session_id)
             start = min(self.held.start(session_id, committed), len(committed))
             request.start = start
             del request.tokens[:]
             request.tokens.extend(committed[start:])
             self.held.set(session_id, committed[:start])
             try:
-                reply = await self.replica.stub.Verify(request)
+                with _reprefill_span(self.reprefills > reprefills and start == 0, self.replica.address):
+                    return await getattr(self.replica.stub, rpc)(request)
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
                 if code == grpc.StatusCode.FAILED_PRECONDITION and start > 0:
@@ -175,9 +305,6 @@ class RemoteTarget:
                     raise RuntimeError(f"target worker {self.replica.address}: {code.name}: {exc.details()}") from None
                 deadline = deadline or time.monotonic() + self.retry_s
                 await self._fail_over(session_id, exc, deadline)
-                continue
-            self.held.set(session_id, committed + draft)
-            return verification_from_pb(reply)
 
     def _resend_all(self, session_id: str) -> None:
         self.held.forget(session_id)
@@ -187,15 +314,17 @@ class RemoteTarget:
         """Move to the next replica (or wait for this one to come back) until `deadline`."""
         left = deadline - time.monotonic()
         if left <= 0:
-            tried = ", ".join(r.address for r in self.replicas)
+            tried = ", ".join(r.address for r in self._members())
             raise EndpointUnavailable(
                 f"no target worker answered within {self.retry_s:.1f}s (tried {tried}; last: "
                 f"{exc.code().name}: {exc.details()}): check that a target worker is running (--target)"
             )
         log.warning("target worker %s failed (%s); trying again", self.replica.address, exc.code().name)
-        if len(self.replicas) > 1:
-            self.current = (self.current + 1) % len(self.replicas)
-            self._resend_all(session_id)  # the next replica has never seen this session
+        self.failovers += 1
+        members = self._members()
+        if len(members) > 1 or self.replica not in members:
+            after = members.index(self.replica) + 1 if self.replica in members else 0
+            self._move_to(members[after % len(members)], session_id)
         try:
             await asyncio.wait_for(self.replica.channel.channel_ready(), timeout=min(left, 1.0))
         except asyncio.TimeoutError:
@@ -203,27 +332,101 @@ class RemoteTarget:
 
     async def release(self, session_id: str) -> None:
         self.held.forget(session_id)
-        await self.replica.release(session_id)
+        try:
+            await self.replica.release(session_id)
+        finally:
+            self._lease()
 
 
 class Workers:
-    """The worker pool: channels to every replica; round-robin endpoints per request."""
+    """The worker pool: channels to every replica; per request, the replicas with the
+    fewest sessions (in turn among equals). Discovery changes it with `set_members`."""
 
-    def __init__(self, draft: Sequence[str], target: Sequence[str], target_retry_s: float = 10.0):
-        self.drafts = [Replica(a, draft_worker_pb2_grpc.DraftWorkerStub) for a in draft]
-        self.targets = [Replica(a, target_worker_pb2_grpc.TargetWorkerStub) for a in target]
+    def __init__(
+        self, draft: Sequence[str], target: Sequence[str], target_retry_s: float = 10.0, interceptors: Sequence = (),
+        tls: ChannelTLS | None = None,
+    ):
+        """`interceptors`: grpc.aio client interceptors of every channel (tracing); `tls`:
+        how to dial the workers (None: plaintext)."""
+        self.tls, self.session_keys = tls, SessionKeys()
+        keys = dict(tls=tls, session_keys=self.session_keys)
+        self.drafts = [Replica(a, draft_worker_pb2_grpc.DraftWorkerStub, interceptors, **keys) for a in draft]
+        self.targets = [Replica(a, target_worker_pb2_grpc.TargetWorkerStub, interceptors, **keys) for a in target]
         self.target_retry_s = target_retry_s
         self._turn = itertools.count()
+        self._interceptors = interceptors
+        self._leaving: set[Replica] = set()  # left the pool, still used by a session
+        self._closing: set[asyncio.Task] = set()  # channels of departed replicas, closing
+        self._releases: set[asyncio.Task] = set()  # sessions released behind their move
+
+    def pick(self, replicas: Sequence[Replica]) -> Replica:
+        """The replica with the fewest sessions; among equals, each in turn."""
+        n = next(self._turn) % len(replicas)
+        return min([*replicas[n:], *replicas[:n]], key=lambda r: r.sessions)
 
     def endpoints(self) -> tuple[RemoteDraft | None, RemoteTarget]:
-        """Fresh endpoints for one request: the next draft replica and target replica."""
-        n = next(self._turn)
-        draft = RemoteDraft(self.drafts[n % len(self.drafts)]) if self.drafts else None
-        return draft, RemoteTarget(self.targets, first=n, retry_s=self.target_retry_s)
+        """Fresh endpoints for one request: the least busy draft and target replicas."""
+        draft = RemoteDraft(self.pick(self.drafts), pool=self) if self.drafts else None
+        first = self.targets.index(self.pick(self.targets))
+        return draft, RemoteTarget(self.targets, first=first, retry_s=self.target_retry_s, pool=self)
+
+    def set_members(self, role: str, addresses: Sequence[str], server_name: str | None = None) -> None:
+        """The replicas of `role` ("draft" | "target") are now `addresses`. New ones get
+        channels (with TLS, expecting `server_name` in the certificate when given: the
+        Service name an address was discovered from); departed ones get no new sessions
+        and close once idle. The lists change in place."""
+        members = self.drafts if role == "draft" else self.targets
+        stub = draft_worker_pb2_grpc.DraftWorkerStub if role == "draft" else target_worker_pb2_grpc.TargetWorkerStub
+        tls = self.tls
+        if tls is not None and server_name and not tls.server_name:
+            tls = dataclasses.replace(tls, server_name=server_name)
+        kept = {r.address: r for r in members if r.address in addresses}
+        for replica in members:
+            if replica.address not in kept:
+                replica.left = True
+                replica.on_idle = self._close_soon
+                self._leaving.add(replica)
+                if replica.sessions == 0:
+                    self._close_soon(replica)
+        members[:] = [
+            kept.get(a) or Replica(a, stub, self._interceptors, tls=tls, session_keys=self.session_keys)
+            for a in addresses
+        ]
+
+    def release_behind(self, replica: Replica, lease, session_id: str) -> None:
+        """A session moved off `replica`: release it there in the background (best effort;
+        a dead replica fails fast, the TTL covers the rest), then end its `lease`."""
+
+        async def release():
+            try:
+                await replica.release(session_id)
+            finally:
+                lease()
+
+        task = asyncio.get_running_loop().create_task(release())
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    def _close_soon(self, replica: Replica) -> None:
+        try:
+            task = asyncio.get_running_loop().create_task(replica.channel.close())
+        except RuntimeError:  # no loop here (garbage collected elsewhere): close() does it
+            return
+        self._leaving.discard(replica)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def target_info(self, timeout: float) -> common_pb2.WorkerInfo:
-        """The first target replica's description; waits up to `timeout` for one to start."""
-        return await _first_info(self.targets, timeout, "target")
+        """The first target replica's description; waits up to `timeout` for one to start
+        (asking the new ones when discovery changed the replicas meanwhile)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            asked = list(self.targets)
+            try:
+                return await _first_info(asked, max(0.0, deadline - time.monotonic()), "target")
+            except EndpointUnavailable:
+                if asked == self.targets or time.monotonic() >= deadline:
+                    raise
 
     async def draft_info(self, timeout: float) -> common_pb2.WorkerInfo | None:
         if not self.drafts:
@@ -235,7 +438,16 @@ class Workers:
             return None
 
     async def close(self) -> None:
-        await asyncio.gather(*(r.channel.close() for r in (*self.drafts, *self.targets)))
+        for task in self._releases:
+            task.cancel()
+        replicas = (*self.drafts, *self.targets, *self._leaving)
+        closing = [r.channel.close() for r in replicas]
+        await asyncio.gather(*closing, *self._closing, *self._releases, return_exceptions=True)
+
+
+def _reprefill_span(resending: bool, address: str):
+    """A re-prefill span around a call that sends a worker the whole history again."""
+    return spans.phase(spans.REPREFILL, worker=address) if resending else contextlib.nullcontext()
 
 
 async def _first_info(replicas: Sequence[Replica], timeout: float, role: str) -> common_pb2.WorkerInfo:

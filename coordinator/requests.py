@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from specdec.pb.convert import tree_params_from_pb
 from specdec.policies import PolicyName
 from specdec.request import FinishReason, GenerationRequest, Mode, RequestStats
 from specdec.sampling import SamplingParams
@@ -45,7 +46,7 @@ class ModelLimits:
     eos_token_ids: tuple[int, ...]
     has_draft: bool
     has_acceptance_head: bool
-    modes: tuple[Mode, ...] = tuple(m for m in Mode if m is not Mode.GSD)  # GSD: no tree rpcs in the protocol yet
+    modes: tuple[Mode, ...] = tuple(Mode)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ def parse_request(msg: pb.GenerateRequest, tokenizer, limits: ModelLimits) -> Pa
         draft_length=msg.draft_length if msg.HasField("draft_length") else GenerationRequest.draft_length,
         threshold=msg.threshold if msg.HasField("threshold") else None,
         ignore_eos=msg.ignore_eos,
+        tree=tree_params_from_pb(msg.tree),  # ValueError names the field (tree_width, ...)
     )
     request.validate(limits.context_length, limits.vocab_size)
     return ParsedRequest(request, stop)
@@ -129,6 +131,9 @@ def stats_to_pb(stats: RequestStats, seed: int, tokens: int, prompt_tokens: int)
         reprefills=stats.reprefills,
         draft_fallback=stats.draft_fallback,
         seed=seed,
+        tree_nodes=stats.tree_nodes,
+        dag_nodes=stats.dag_nodes,
+        merged_nodes=stats.merged_nodes,
     )
 
 

@@ -9,13 +9,19 @@ import logging
 import grpc
 
 from coordinator.config import CoordinatorConfig
+from coordinator.discovery import Discovery
+from coordinator.metrics import RequestMetrics
 from coordinator.remote import Workers
 from coordinator.requests import ModelLimits, mode_names, policy_names
 from coordinator.servicer import CoordinatorServicer, Overloaded
 from specdec.endpoints import EndpointUnavailable
 from specdec.models.presets import Preset, set_threads
 from specdec.pb import serving
+from specdec.pb.security import ServerSecurity
+from specdec.pb.telemetry import ServiceTelemetry
 from specdec.pb.v1 import coordinator_pb2, coordinator_pb2_grpc
+from specdec.telemetry import tracing
+from specdec.telemetry.metrics import CoordinatorMetrics
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +33,13 @@ ERRORS = {
 }
 
 
-def load_tokenizer(preset: str):
-    """The target's tokenizer for a preset (tiny: built in memory; qwen-coder: the cache)."""
+def load_tokenizer(preset: str, path: str | None = None):
+    """The target's tokenizer: from `path` (a folder or .gguf) when given, else the
+    preset's (tiny: built in memory; qwen-coder: the cache)."""
+    if path:
+        from specdec.models.loading import load_tokenizer as load
+
+        return load(path)
     if Preset(preset) is Preset.TINY:
         from specdec.models.tiny import tiny_tokenizer
 
@@ -39,8 +50,10 @@ def load_tokenizer(preset: str):
     return load(qwen_coder_paths()["target"])
 
 
-async def build_servicer(config: CoordinatorConfig, workers: Workers) -> CoordinatorServicer:
-    tokenizer = load_tokenizer(config.preset)
+async def build_servicer(
+    config: CoordinatorConfig, workers: Workers, metrics: RequestMetrics | None = None
+) -> CoordinatorServicer:
+    tokenizer = load_tokenizer(config.preset, config.tokenizer)
     target = await workers.target_info(config.startup_timeout_s)
     draft = await workers.draft_info(config.startup_timeout_s)
     if draft is not None and draft.vocab_size != target.vocab_size:
@@ -68,20 +81,32 @@ async def build_servicer(config: CoordinatorConfig, workers: Workers) -> Coordin
         target_addresses=config.target,
         max_concurrent_requests=config.max_concurrent_requests,
     )
-    return CoordinatorServicer(tokenizer, workers, limits, info)
+    return CoordinatorServicer(tokenizer, workers, limits, info, metrics)
 
 
 async def serve(config: CoordinatorConfig) -> None:
     set_threads(config.threads)
-    workers = Workers(config.draft, config.target, config.target_retry_s)
+    telemetry = ServiceTelemetry.start(tracing.COORDINATOR, config.telemetry, config.host)
+    workers = Workers(
+        config.draft, config.target, config.target_retry_s, telemetry.client_interceptors(), tls=config.tls.as_client()
+    )
+    discovery = Discovery.for_config(config, workers)  # dns / kubernetes: keeps `workers` current
     try:
-        servicer = await build_servicer(config, workers)
+        await discovery.start(config.startup_timeout_s)
+        metrics = RequestMetrics(CoordinatorMetrics(telemetry.registry), ERRORS)
+        servicer = await build_servicer(config, workers, metrics)
         registration = (
             SERVICE_NAME, lambda server: coordinator_pb2_grpc.add_CoordinatorServicer_to_server(servicer, server)
         )
-        await serving.serve(config.address, [registration], ERRORS, config.grace_s)
+        interceptors = telemetry.server_interceptors()
+        security = ServerSecurity(tls=config.tls, auth_token=config.auth_token)
+        await serving.serve(
+            config.address, [registration], ERRORS, config.grace_s, interceptors=interceptors, security=security
+        )
     finally:
+        await discovery.stop()
         await workers.close()
+        telemetry.close()
 
 
 def run(config: CoordinatorConfig) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from typing import AsyncIterator
 
+from coordinator.metrics import RequestMetrics
 from coordinator.remote import Workers
 from coordinator.requests import (
     ModelLimits,
@@ -35,19 +36,24 @@ class Overloaded(RuntimeError):
 
 
 class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
-    def __init__(self, tokenizer, workers: Workers, limits: ModelLimits, info: pb.CoordinatorInfo):
+    def __init__(
+        self, tokenizer, workers: Workers, limits: ModelLimits, info: pb.CoordinatorInfo,
+        metrics: RequestMetrics | None = None,
+    ):
         self.tokenizer = tokenizer
         self.workers = workers
         self.limits = limits
         self.info = info
         self.active = 0  # requests running now
+        self.metrics = metrics if metrics is not None else RequestMetrics()
+        self.metrics.watch(lambda: self.active)
 
     async def Generate(self, request: pb.GenerateRequest, context) -> AsyncIterator[pb.GenerateResponse]:
-        async for response in self._serve(request):
+        async for response in self.metrics.observe(request, self._serve(request)):
             yield response
 
     async def Complete(self, request: pb.GenerateRequest, context) -> pb.CompleteResponse:
-        return flatten([response async for response in self._serve(request)])
+        return flatten([response async for response in self.metrics.observe(request, self._serve(request))])
 
     async def GetInfo(self, request: common_pb2.GetInfoRequest, context) -> pb.CoordinatorInfo:
         return self.info
@@ -58,14 +64,14 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
             raise Overloaded(f"the coordinator is serving its limit of {self.active} requests: retry later")
         self.active += 1
         try:
-            async for response in run_request(parsed, self.tokenizer, self.workers, self.limits):
+            async for response in run_request(parsed, self.tokenizer, self.workers, self.limits, self.metrics):
                 yield response
         finally:
             self.active -= 1
 
 
 async def run_request(
-    parsed: ParsedRequest, tokenizer, workers: Workers, limits: ModelLimits
+    parsed: ParsedRequest, tokenizer, workers: Workers, limits: ModelLimits, metrics: RequestMetrics | None = None
 ) -> AsyncIterator[pb.GenerateResponse]:
     """Run one request to its end, yielding a response per batch of committed tokens and
     a last one with the finish reason and the stats."""
@@ -83,7 +89,10 @@ async def run_request(
         return text.stopped  # True ends the loop with finish reason STOP
 
     loop = asyncio.create_task(
-        generate(request, draft, target, limits.eos_token_ids, limits.context_length, on_tokens)
+        generate(
+            request, draft, metrics.meter(target, request) if metrics else target,  # per-round counters
+            limits.eos_token_ids, limits.context_length, on_tokens,
+        )
     )
     loop.add_done_callback(lambda _: queue.put_nowait(None))
     try:

@@ -7,6 +7,10 @@ verification really run in parallel.
 
 Used by `specdec up`, the tests and the benchmarks. Stopping sends SIGTERM (graceful
 drain), then SIGKILL to anything still running.
+
+`tls_dir` (a folder made by scripts/make_certs.py) runs every service with TLS, and
+with `mtls` (the default) with mutual TLS; `auth_token` makes the coordinator require
+it. `stack.client_kwargs()` are then the arguments a `Client` needs.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import time
 from pathlib import Path
 
 HOST = "127.0.0.1"
+# Env vars of the services' security flags: a stack sets them itself (empty = off).
+SECURITY_ENV = ("SPECDEC_TLS_CERT", "SPECDEC_TLS_KEY", "SPECDEC_TLS_CA", "SPECDEC_AUTH_TOKEN", "SPECDEC_AUTH_TOKEN_FILE")
 
 
 class StackError(RuntimeError):
@@ -44,12 +50,15 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
-def is_serving(address: str, timeout: float = 1.0) -> bool:
-    """Whether the standard health check at `address` answers SERVING."""
+def is_serving(address: str, timeout: float = 1.0, tls=None) -> bool:
+    """Whether the standard health check at `address` answers SERVING (`tls`: a
+    specdec.pb.security.ChannelTLS, or None for plaintext)."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(address) as channel:
+    from specdec.pb.security import open_channel
+
+    with open_channel(address, tls) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
         except grpc.RpcError:
@@ -60,17 +69,21 @@ def is_serving(address: str, timeout: float = 1.0) -> bool:
 class Service:
     """One child process: `python -m <module> serve-flags`, its log in a file."""
 
-    def __init__(self, name: str, module: str, port: int, args: list[str], log_dir: Path):
+    def __init__(
+        self, name: str, module: str, port: int, args: list[str], log_dir: Path, tls=None, env: dict | None = None
+    ):
         self.name, self.module, self.port, self.args = name, module, port, args
         self.log_path = log_dir / f"{name}.log"
         self.process: subprocess.Popen | None = None
+        self.tls = tls  # how health checks dial it (specdec.pb.security.ChannelTLS); None: plaintext
+        self.env = env or {}  # extra environment (secrets stay out of the command line)
 
     @property
     def address(self) -> str:
         return f"{HOST}:{self.port}"
 
     def start(self) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         command = [sys.executable, "-m", self.module, "--host", HOST, "--port", str(self.port), *self.args]
         with open(self.log_path, "ab") as log:
             # own session: a terminal's Ctrl-C reaches only the parent, which stops us in order
@@ -87,7 +100,7 @@ class Service:
         while time.monotonic() < deadline:
             if not self.alive:
                 raise StackError(f"{self.name} exited with code {self.process.returncode}:\n{self.log_tail()}")
-            if is_serving(self.address):
+            if is_serving(self.address, tls=self.tls):
                 return
             time.sleep(0.1)
         raise StackError(f"{self.name} did not report SERVING within {timeout_s:.0f}s:\n{self.log_tail()}")
@@ -132,6 +145,9 @@ class LocalStack:
         worker_args: tuple[str, ...] = (),
         coordinator_args: tuple[str, ...] = (),
         log_dir: str | Path | None = None,
+        tls_dir: str | Path | None = None,
+        mtls: bool = True,
+        auth_token: str | None = None,
     ):
         self._tmp = None if log_dir else tempfile.TemporaryDirectory(prefix="specdec-stack-")
         log_dir = Path(log_dir or self._tmp.name)
@@ -140,15 +156,45 @@ class LocalStack:
         common = ["--preset", preset, "--seed", str(seed), "--dtype", dtype, "--threads", "1", *worker_args]
         if cost_profile:
             common += ["--cost-profile", cost_profile]
+        self.tls_dir = Path(tls_dir) if tls_dir else None
+        self.mtls, self.auth_token = mtls, auth_token
+        tls_args, tls, coordinator_env = self._security()
+        worker_env = {k: "" for k in SECURITY_ENV}  # only what is passed here, not the caller's env
         draft_port, target_port, coordinator_port = free_ports(3)
-        self.draft = Service("draft", "draft_worker", draft_port, common, log_dir)
-        self.target = Service("target", "target_worker", target_port, common, log_dir)
+        self.draft = Service("draft", "draft_worker", draft_port, [*common, *tls_args], log_dir, tls, worker_env)
+        self.target = Service("target", "target_worker", target_port, [*common, *tls_args], log_dir, tls, worker_env)
         self.coordinator = Service(
             "coordinator", "coordinator", port or coordinator_port,
-            ["--preset", preset, "--draft", self.draft.address, "--target", self.target.address, *coordinator_args],
-            log_dir,
+            ["--preset", preset, "--draft", self.draft.address, "--target", self.target.address, *tls_args,
+             *coordinator_args],
+            log_dir, tls, coordinator_env,
         )
         self.services = (self.draft, self.target, self.coordinator)
+
+    def _security(self):
+        """(TLS flags of every service, how the stack itself dials them, the coordinator's env)."""
+        env = {k: "" for k in SECURITY_ENV} | {"SPECDEC_AUTH_TOKEN": self.auth_token or ""}
+        if self.tls_dir is None:
+            return [], None, env
+        from specdec.pb.security import ChannelTLS
+
+        d = self.tls_dir
+        args = ["--tls-cert", str(d / "tls.crt"), "--tls-key", str(d / "tls.key")]
+        if self.mtls:
+            args += ["--tls-ca", str(d / "ca.crt")]
+        else:  # without --tls-ca the coordinator checks the workers against gRPC's default roots
+            env["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = str(d / "ca.crt")
+        return args, ChannelTLS(ca=str(d / "ca.crt"), cert=str(d / "tls.crt"), key=str(d / "tls.key")), env
+
+    def client_kwargs(self) -> dict:
+        """What `Client(stack.address, **stack.client_kwargs())` needs: the CA, the client
+        certificate under mTLS, the token."""
+        kwargs: dict = {"token": self.auth_token} if self.auth_token else {}
+        if self.tls_dir is not None:
+            kwargs["tls_ca"] = str(self.tls_dir / "ca.crt")
+            if self.mtls:
+                kwargs.update(client_cert=str(self.tls_dir / "client.crt"), client_key=str(self.tls_dir / "client.key"))
+        return kwargs
 
     @property
     def address(self) -> str:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from specdec.drafting import DEFAULT_PROPOSAL_TOP_N
+from specdec.pb.security import ServerTLS
+from specdec.telemetry.config import TelemetryConfig
 
 DEFAULT_PORT = 50061
 
@@ -15,6 +17,10 @@ class DraftWorkerConfig:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT  # 0: any free port
     preset: str = "qwen-coder"  # tiny | qwen-coder
+    model: str | None = None  # a Hugging Face folder or .gguf to serve instead of the preset's model
+    device: str = "cpu"  # cpu | cuda | cuda:N (specdec/models/placement.py)
+    device_map: str | None = None  # transformers device_map: auto | balanced | ... (layers over GPUs)
+    tp_plan: str | None = None  # transformers tp_plan: auto (torchrun; see placement.py)
     seed: int = 0  # builds the tiny models; unused by real weights
     dtype: str = "float32"
     threads: int | None = None  # torch.set_num_threads; None = torch's default
@@ -26,6 +32,8 @@ class DraftWorkerConfig:
     proposal_top_n: int = DEFAULT_PROPOSAL_TOP_N  # N of the sparse proposal q sent per token
     acceptance_head: str | None = None  # folder of a SpecDec++ head (specdec.head); policy specdecpp needs one
     grace_s: float = 5.0  # drain time on SIGTERM
+    telemetry: TelemetryConfig = TelemetryConfig()  # OTLP endpoint, /metrics port
+    tls: ServerTLS = ServerTLS()  # --tls-cert/--tls-key (TLS), --tls-ca (clients need certificates)
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:

@@ -10,12 +10,15 @@ from draft_worker.config import DraftWorkerConfig
 from draft_worker.servicer import DraftWorkerServicer
 from specdec.cost import CostProfile
 from specdec.endpoints import LocalDraft
-from specdec.models import load_preset
+from specdec.models.placement import Placement, load_worker_model
 from specdec.models.presets import set_threads
 from specdec.pb import serving
+from specdec.pb.security import ServerSecurity
 from specdec.pb.convert import worker_info_to_pb
+from specdec.pb.telemetry import ServiceTelemetry, worker_interceptors
 from specdec.pb.v1 import draft_worker_pb2, draft_worker_pb2_grpc
 from specdec.session import SessionStateLost
+from specdec.telemetry import tracing
 
 
 SERVICE_NAME = draft_worker_pb2.DESCRIPTOR.services_by_name["DraftWorker"].full_name
@@ -24,7 +27,8 @@ ERRORS = {SessionStateLost: grpc.StatusCode.FAILED_PRECONDITION, ValueError: grp
 
 def build_servicer(config: DraftWorkerConfig) -> DraftWorkerServicer:
     set_threads(config.threads)
-    pair = load_preset(config.preset, seed=config.seed, dtype=config.dtype, roles=("draft",))
+    placement = Placement(config.device, config.device_map, config.tp_plan)
+    pair = load_worker_model("draft", config.preset, config.model, config.seed, config.dtype, placement)
     budget = CostProfile.load(config.cost_profile).budget("draft", config.preset) if config.cost_profile else None
     head = None
     if config.acceptance_head:
@@ -53,7 +57,15 @@ def build_servicer(config: DraftWorkerConfig) -> DraftWorkerServicer:
 async def serve(config: DraftWorkerConfig) -> None:
     servicer = build_servicer(config)
     registration = (SERVICE_NAME, lambda server: draft_worker_pb2_grpc.add_DraftWorkerServicer_to_server(servicer, server))
-    await serving.serve(config.address, [registration], ERRORS, config.grace_s)
+    telemetry = ServiceTelemetry.start(tracing.DRAFT_WORKER, config.telemetry, config.host)
+    interceptors = worker_interceptors(telemetry, "draft", servicer.endpoint.sessions)
+    try:
+        security = ServerSecurity(tls=config.tls, bind_sessions=True)  # sessions belong to their creator
+        await serving.serve(
+            config.address, [registration], ERRORS, config.grace_s, interceptors=interceptors, security=security
+        )
+    finally:
+        telemetry.close()
 
 
 def run(config: DraftWorkerConfig) -> None:

@@ -11,7 +11,8 @@ from contextlib import aclosing
 from typing import AsyncIterator, Callable
 
 from specdec.endpoints import LocalDraft
-from specdec.pb.convert import draft_token_to_pb, rule_from_pb, sampling_from_pb
+from specdec.pb.checks import check_draft_request, check_draft_tree_request
+from specdec.pb.convert import draft_token_to_pb, draft_tree_to_pb, rule_from_pb, sampling_from_pb, tree_params_from_pb
 from specdec.pb.v1 import common_pb2, draft_worker_pb2, draft_worker_pb2_grpc
 
 
@@ -23,6 +24,7 @@ class DraftWorkerServicer(draft_worker_pb2_grpc.DraftWorkerServicer):
     async def Draft(self, request: draft_worker_pb2.DraftRequest, context) -> AsyncIterator[draft_worker_pb2.DraftToken]:
         if not request.session_id:
             raise ValueError("session_id is empty")
+        check_draft_request(request, self.endpoint.sessions.model)
         tokens = self.endpoint.draft_from(
             request.session_id,
             request.start,
@@ -35,6 +37,22 @@ class DraftWorkerServicer(draft_worker_pb2_grpc.DraftWorkerServicer):
         async with aclosing(tokens):
             async for token in tokens:
                 yield draft_token_to_pb(token)
+
+    async def DraftTree(
+        self, request: draft_worker_pb2.DraftTreeRequest, context
+    ) -> draft_worker_pb2.DraftTreeResponse:
+        if not request.session_id:
+            raise ValueError("session_id is empty")
+        check_draft_tree_request(request, self.endpoint.sessions.model)
+        tree = await self.endpoint.draft_tree_from(
+            request.session_id,
+            request.start,
+            list(request.tokens),
+            tree_params_from_pb(request.tree),
+            sampling_from_pb(request.sampling),
+            request.seed,
+        )
+        return draft_tree_to_pb(tree)
 
     async def Release(self, request: common_pb2.ReleaseRequest, context) -> common_pb2.ReleaseResponse:
         held = request.session_id in self.endpoint.sessions

@@ -41,23 +41,65 @@ def generate(
     mode: str = typer.Option("sequential", help="autoregressive | sequential | pearl | gsd"),
     policy: str = typer.Option("adaedl", help="fixed | heuristic | adaedl | specdecpp"),
     draft_length: int = typer.Option(4, help="k (fixed, heuristic start) or k_max (adaedl, specdecpp)."),
+    tree_width: Optional[int] = typer.Option(None, help="gsd: children drawn per tree node, at most (default 4)."),
+    tree_depth: Optional[int] = typer.Option(None, help="gsd: draft tokens per root path, at most (default 8)."),
+    tree_nodes: Optional[int] = typer.Option(None, help="gsd: nodes per draft tree, at most (default 64)."),
+    sibling_threshold: Optional[float] = typer.Option(
+        None, help="gsd: a node proposes only tokens with q >= this * max q (default 0.2)."
+    ),
+    prob_threshold: Optional[float] = typer.Option(
+        None, help="gsd: a child with q below this is a leaf; 0 = expand every node (default 0.3)."
+    ),
+    merge_context: Optional[int] = typer.Option(
+        None, help="gsd: merge same-depth nodes whose last N+1 tokens match; 0 = no merging (default 2)."
+    ),
     chat: bool = typer.Option(True, help="Wrap the prompt in the model's chat template when it has one."),
     dtype: str = typer.Option("float32", help="float32 | bfloat16 (embedded engine)."),
     json_out: bool = typer.Option(False, "--json", help="Print the stats as JSON after the text."),
+    trace: bool = typer.Option(False, "--trace", help="Print the request's span tree with timings (stderr)."),
+    tls: Optional[bool] = typer.Option(
+        None, "--tls/--no-tls", help="Dial the coordinator with TLS (default: on when a TLS file is given)."
+    ),
+    tls_ca: Optional[str] = typer.Option(
+        None, envvar="SPECDEC_TLS_CA", help="PEM CA bundle that signed the coordinator's certificate."
+    ),
+    client_cert: Optional[str] = typer.Option(
+        None, envvar="SPECDEC_CLIENT_CERT", help="PEM client certificate, for a coordinator with mutual TLS."
+    ),
+    client_key: Optional[str] = typer.Option(None, envvar="SPECDEC_CLIENT_KEY", help="PEM key of --client-cert."),
+    tls_server_name: Optional[str] = typer.Option(
+        None, help="Name the coordinator's certificate carries, if not the host of --address (port-forwards)."
+    ),
+    token: Optional[str] = typer.Option(
+        None, envvar="SPECDEC_AUTH_TOKEN", help="Bearer token for a coordinator started with --auth-token."
+    ),
 ):
     """Stream the target's continuation of PROMPT, then a stats line."""
+    connect = dict(
+        tls=tls, tls_ca=tls_ca, client_cert=client_cert, client_key=client_key, tls_server_name=tls_server_name,
+        token=token,
+    )
     params = dict(
         max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-        mode=mode, policy=policy, draft_length=draft_length,
+        mode=mode, policy=policy, draft_length=draft_length, tree_width=tree_width, tree_depth=tree_depth,
+        tree_nodes=tree_nodes, sibling_threshold=sibling_threshold, prob_threshold=prob_threshold,
+        merge_context=merge_context,
     )
+    if trace:
+        from specdec.telemetry.view import collect_spans, trace_report
+
+        collector = collect_spans()
     try:
         if address:
-            stats = _generate_remote(address, prompt, chat, params)
+            stats = _generate_remote(address, prompt, chat, params, connect)
         else:
             stats = _generate_embedded(preset, dtype, prompt, chat, params)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
+    except (PermissionError, ConnectionError) as exc:  # the client's UnauthenticatedError, UnavailableError
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
     typer.echo("")
     line = (
         f"[{stats['finish_reason']}] {stats['tokens']} tokens in {stats['wall_s']:.2f}s "
@@ -66,6 +108,8 @@ def generate(
         f"| tau {stats['mean_acceptance_length']:.2f} | ttft {stats['time_to_first_token_s'] * 1000:.0f} ms"
     )
     typer.echo(line, err=True)
+    if trace:
+        typer.echo(trace_report(collector, stats, remote=bool(address)), err=True)
     if json_out:
         typer.echo(json.dumps(stats))
 
@@ -83,10 +127,10 @@ def _generate_embedded(preset, dtype, prompt, chat, params) -> dict:
     return stats
 
 
-def _generate_remote(address, prompt, chat, params) -> dict:
+def _generate_remote(address, prompt, chat, params, connect) -> dict:
     from specdec.client import Client
 
-    with Client(address) as client:
+    with Client(address, **connect) as client:
         result = None
         for chunk in client.generate_stream(prompt, chat=chat, **params):
             sys.stdout.write(chunk.text)

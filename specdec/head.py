@@ -7,7 +7,8 @@ is fed back) and predicts the probability that the target accepts the token:
 
     Sequential(ResBlock x L, Linear(h, 2)),   ResBlock(x) = x + SiLU(Linear(x))
 
-with L distinct blocks (the reference code shares one block L times by accident).
+with L distinct blocks (the reference code shares one block L times by accident), after
+a fixed standardisation of the input (mean and scale from the training features).
 
 On disk a head is a folder: `head.safetensors` (fp32 weights) and `head.json` (what it
 was trained for, how, and how well it did). `load_head(path, draft)` refuses a head that
@@ -52,12 +53,24 @@ class AcceptanceHead(nn.Module):
         if hidden_size < 1 or num_layers < 0:
             raise ValueError(f"hidden_size must be >= 1 and num_layers >= 0, got {hidden_size}, {num_layers}")
         self.hidden_size, self.num_layers = hidden_size, num_layers
+        # A fixed per-feature standardisation, set from the training features: the draft's
+        # last hidden state has norms ~170 and outlier dimensions (std ~30 on Qwen 0.5B),
+        # which the paper's bare head trains poorly on. Identity until `standardise`.
+        self.register_buffer("input_mean", torch.zeros(hidden_size))
+        self.register_buffer("input_scale", torch.ones(hidden_size))
         self.blocks = nn.Sequential(*(ResBlock(hidden_size) for _ in range(num_layers)))
         self.out = nn.Linear(hidden_size, 2)
         self.meta: dict = {}  # the head.json it was loaded from (or will be saved with)
 
+    def standardise(self, features: torch.Tensor) -> None:
+        """Set the input standardisation from training features [n, h]."""
+        features = features.float()
+        self.input_mean.copy_(features.mean(0))
+        self.input_scale.copy_(1.0 / features.std(0).clamp_min(1e-3))
+
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.out(self.blocks(hidden.float()))
+        x = (hidden.float() - self.input_mean) * self.input_scale
+        return self.out(self.blocks(x))
 
     def __call__(self, hidden: torch.Tensor):
         if hidden.dim() == 1:  # one draft position: the float drafting.py expects

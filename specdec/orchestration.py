@@ -20,6 +20,7 @@ from specdec.drafting import DraftToken
 from specdec.endpoints import DraftEndpoint, EndpointUnavailable, TargetEndpoint
 from specdec.policies import DraftLengthPolicy, make_policy
 from specdec.request import FinishReason, GenerationRequest, GenerationResult, Mode, RequestStats
+from specdec.telemetry import spans
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +111,14 @@ class Request:
 
     # -- the two calls, timed -------------------------------------------------------
 
-    async def verify(self, draft: Sequence[DraftToken]):
+    async def verify(self, draft: Sequence[DraftToken], phase: str = spans.VERIFY):
         tokens = [d.token for d in draft]
         proposals = None if self.params.greedy else [d.q for d in draft]
-        began = time.perf_counter()
-        v = await self.target.verify(self.session_id, self.out.committed, tokens, proposals, self.params, self.seed)
-        ended = time.perf_counter()
+        with spans.phase(phase, draft_tokens=len(tokens)) as span:
+            began = time.perf_counter()
+            v = await self.target.verify(self.session_id, self.out.committed, tokens, proposals, self.params, self.seed)
+            ended = time.perf_counter()
+            span.set_attribute(spans.ACCEPTED_TOKENS, v.verdict.accepted)
         self.clock.add(ended, v.seconds)
         self.stats.target_compute_s += v.seconds
         self.stats.network_s += max(0.0, ended - began - v.seconds)
@@ -142,28 +145,50 @@ class Request:
     def fall_back(self, exc: Exception) -> None:
         """A dead draft degrades the request to target-only decoding, never to an error."""
         log.warning("draft endpoint failed (%s); session %s continues target-only", exc, self.session_id)
+        spans.add_event("specdec.draft_fallback", error=str(exc))
         self.draft = None
         self.stats.draft_fallback = True
+
+    # -- rounds' spans (specdec.telemetry.spans; no-ops without an OpenTelemetry SDK) -
+
+    def round_span(self):
+        return spans.round_span(self.stats.rounds + 1, **self._span_attributes())
+
+    def start_round(self):
+        return spans.start_round(self.stats.rounds + 1, **self._span_attributes())
+
+    def record_round(self, span, drafted: int, accepted: int, recovered: bool, bonus: bool) -> None:
+        spans.record_round(span, drafted, accepted, recovered, bonus, self.stats.mean_acceptance_length)
+
+    def _span_attributes(self) -> dict:
+        return dict(session=self.session_id, mode=self.req.mode.value, policy=self.req.policy)
 
     # -- modes ----------------------------------------------------------------------
 
     async def autoregressive_round(self) -> None:
-        verdict = await self.verify([])
-        self.commit([verdict.next_token])
+        with self.round_span() as span:
+            verdict = await self.verify([])
+            self.commit([verdict.next_token])
+            self.record_round(span, 0, 0, recovered=False, bonus=False)
 
     async def sequential_round(self) -> None:
         limit = self.out.remaining - 1
         if limit < 1 or self.draft is None:
             return await self.autoregressive_round()
-        draft: list[DraftToken] = []
-        try:
-            async for token in self.draft_stream(self.out.committed, limit):
-                self.note_draft(token)
-                draft.append(token)
-        except EndpointUnavailable as exc:
-            return self.fall_back(exc)
-        verdict = await self.verify(draft)
-        self.commit([d.token for d in draft[: verdict.accepted]] + [verdict.next_token])
+        with self.round_span() as span:
+            draft: list[DraftToken] = []
+            try:
+                with spans.phase(spans.DRAFT) as drafting:
+                    async for token in self.draft_stream(self.out.committed, limit):
+                        self.note_draft(token)
+                        draft.append(token)
+                    drafting.set_attribute(spans.DRAFT_TOKENS, len(draft))
+            except EndpointUnavailable as exc:
+                return self.fall_back(exc)
+            verdict = await self.verify(draft)
+            self.commit([d.token for d in draft[: verdict.accepted]] + [verdict.next_token])
+            all_in = verdict.all_accepted
+            self.record_round(span, len(draft), verdict.accepted, recovered=not all_in, bonus=all_in)
 
     async def gsd_round(self) -> None:
         """GSD: the draft sends a token tree, the target keeps one root path of it."""
@@ -171,13 +196,19 @@ class Request:
         if limit < 1 or self.draft is None:
             return await self.autoregressive_round()
         shape = dataclasses.replace(self.req.tree, depth=min(self.req.tree.depth, limit))
+        with self.round_span() as span:
+            await self._gsd_round(shape, span)
+
+    async def _gsd_round(self, shape, span) -> None:
         began = time.perf_counter()
         try:
-            tree = await self.draft.draft_tree(self.session_id, self.out.committed, shape, self.params, self.seed)
+            with spans.phase(spans.DRAFT):
+                tree = await self.draft.draft_tree(self.session_id, self.out.committed, shape, self.params, self.seed)
         except EndpointUnavailable as exc:
             return self.fall_back(exc)
         drafted = time.perf_counter()
-        v = await self.target.verify_tree(self.session_id, self.out.committed, tree, self.params, self.seed)
+        with spans.phase(spans.VERIFY, draft_tokens=len(tree)):
+            v = await self.target.verify_tree(self.session_id, self.out.committed, tree, self.params, self.seed)
         ended = time.perf_counter()
         self.clock.add(drafted, tree.seconds)
         self.clock.add(ended, v.seconds)
@@ -192,8 +223,16 @@ class Request:
         s.dag_nodes += tree.dag_nodes
         s.merged_nodes += tree.merged_nodes
         self.commit(list(v.verdict.tokens) + [v.verdict.next_token])
+        at_leaf = bool(v.verdict.path) and v.verdict.path[-1] not in tree.parents  # then next_token is a bonus
+        self.record_round(span, len(tree), v.verdict.accepted, recovered=not at_leaf, bonus=at_leaf)
 
     async def run(self) -> GenerationResult:
+        with spans.request_span(self.session_id, self.req) as span:
+            result = await self._run()
+            spans.record_result(span, result.stats, len(result.token_ids), result.finish_reason.value)
+        return result
+
+    async def _run(self) -> GenerationResult:
         mode = self.req.mode
         try:
             if mode is Mode.PEARL:

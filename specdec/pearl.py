@@ -25,14 +25,20 @@ from typing import AsyncIterator
 
 from specdec.drafting import DraftToken
 from specdec.endpoints import EndpointUnavailable
+from specdec.telemetry import spans
 
 
 class _DraftStream:
-    """An async iterator of draft tokens whose next item can be awaited as a task."""
+    """An async iterator of draft tokens whose next item can be awaited as a task; its
+    draft span lasts from the first request to the end (or cancel) of the stream."""
 
     def __init__(self, tokens: AsyncIterator[DraftToken]):
         self._tokens = tokens
         self._next: asyncio.Task | None = None
+        self.taken = 0  # tokens drafted so far
+        self.span = spans.start_phase(spans.DRAFT)
+        with spans.current(self.span):  # the worker call, opened by the first item, is the span's child
+            self.next_task()
 
     def next_task(self) -> asyncio.Task:
         if self._next is None:
@@ -43,27 +49,48 @@ class _DraftStream:
         """The finished next item; None when the stream ended (the stop rule fired)."""
         task, self._next = self._next, None
         try:
-            return task.result()
+            token = task.result()
         except StopAsyncIteration:
+            self.end()
             return None
+        except BaseException:
+            self.end()
+            raise
+        self.taken += 1
+        return token
 
     async def next(self) -> DraftToken | None:
         await asyncio.wait({self.next_task()})
         return self.take()
 
     async def cancel(self) -> None:
+        self.span.set_attribute(spans.CANCELLED, True)
         if self._next is not None:
             self._next.cancel()
             with contextlib.suppress(BaseException):
                 await self._next
         with contextlib.suppress(BaseException):
             await self._tokens.aclose()
+        self.end()
+
+    def end(self) -> None:
+        if self.span.is_recording():
+            self.span.set_attribute(spans.DRAFT_TOKENS, self.taken)
+            self.span.end()
 
 
 @dataclass
 class _InFlight:
     window: list[DraftToken]
     task: asyncio.Task
+    span: object  # the round's span (specdec.telemetry.spans)
+
+
+def _launch(req, window: list[DraftToken], phase: str) -> _InFlight:
+    """Start verifying `window` as a task, in its own round span."""
+    span = req.start_round()
+    with spans.current(span):
+        return _InFlight(window, asyncio.ensure_future(req.verify(window, phase)), span)
 
 
 async def run_pearl(req) -> None:
@@ -82,7 +109,9 @@ async def run_pearl(req) -> None:
                     stream = _DraftStream(req.draft_stream(base, limit))
 
             if inflight is None:
+                phase = spans.POST_VERIFY  # a window drafted while the previous one was verified
                 if not pending:
+                    phase = spans.PRE_VERIFY  # the first token of a window, verified as soon as it exists
                     if stream is None:
                         return  # nothing left to draft: the caller finishes target-only
                     try:
@@ -96,8 +125,7 @@ async def run_pearl(req) -> None:
                         continue
                     req.note_draft(token)
                     pending.append(token)
-                inflight = _InFlight(pending, asyncio.ensure_future(req.verify(pending)))
-                pending = []
+                inflight, pending = _launch(req, pending, phase), []
                 continue
 
             waits = {inflight.task} | ({stream.next_task()} if stream else set())
@@ -115,16 +143,20 @@ async def run_pearl(req) -> None:
                     pending.append(token)
             if inflight.task in done:
                 verdict = inflight.task.result()
-                window, inflight = [d.token for d in inflight.window], None
+                window, span, inflight = [d.token for d in inflight.window], inflight.span, None
                 if verdict.all_accepted:
                     draft_went_on = bool(pending) or stream is not None
                     req.commit(window + ([] if draft_went_on else [verdict.next_token]))
+                    req.record_round(span, len(window), verdict.accepted, recovered=False, bonus=not draft_went_on)
                 else:
                     req.commit(window[: verdict.accepted] + [verdict.next_token])
-                    pending = []
-                    if stream is not None:
-                        await stream.cancel()
-                        stream = None
+                    req.record_round(span, len(window), verdict.accepted, recovered=True, bonus=False)
+                    with spans.phase(spans.ROLLBACK, discarded_tokens=len(pending)):
+                        pending = []
+                        if stream is not None:
+                            await stream.cancel()
+                            stream = None
+                span.end()
     finally:
         if stream is not None:
             await stream.cancel()
@@ -132,3 +164,4 @@ async def run_pearl(req) -> None:
             inflight.task.cancel()
             with contextlib.suppress(BaseException):
                 await inflight.task
+            inflight.span.end()

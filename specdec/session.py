@@ -29,6 +29,11 @@ class ForwardResult:
     new_tokens: int  # tokens actually run through the model
     seconds: float  # wall time of the forward, including any cost-profile wait
 
+    def __post_init__(self):
+        # the maths after a forward (sampling, acceptance, sparse q) runs on CPU tensors;
+        # a no-op for a model on CPU, one copy of [n_logits, V] for one on a GPU
+        self.logits = self.logits.cpu()
+
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
@@ -40,7 +45,10 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 def model_device(model: torch.nn.Module) -> torch.device:
     """Where inputs go: the input embeddings' device (right under device_map too)."""
-    return model.get_input_embeddings().weight.device
+    embeddings = getattr(model, "get_input_embeddings", None)
+    if embeddings is not None:
+        return embeddings().weight.device
+    return next(model.parameters(), torch.empty(0)).device
 
 
 @torch.inference_mode()

@@ -140,6 +140,7 @@ def fit(train_set: Examples, val_set: Examples, cfg: TrainConfig) -> tuple[Accep
     per-epoch history and the validation loss before training."""
     torch.manual_seed(cfg.seed)
     head = AcceptanceHead(train_set.features.shape[1], cfg.num_layers)
+    head.standardise(train_set.features)
     y = train_set.labels[cfg.label]
     p0 = float(unweight_inverse(y.mean(), cfg.reject_weight))  # start at the best constant
     with torch.no_grad():

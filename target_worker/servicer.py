@@ -10,7 +10,14 @@ from __future__ import annotations
 from typing import Callable
 
 from specdec.endpoints import LocalTarget
-from specdec.pb.convert import proposal_from_pb, sampling_from_pb, verification_to_pb
+from specdec.pb.checks import check_verify_request, check_verify_tree_request
+from specdec.pb.convert import (
+    proposal_from_pb,
+    sampling_from_pb,
+    tree_from_pb,
+    tree_verification_to_pb,
+    verification_to_pb,
+)
 from specdec.pb.v1 import common_pb2, target_worker_pb2, target_worker_pb2_grpc
 
 
@@ -23,6 +30,7 @@ class TargetWorkerServicer(target_worker_pb2_grpc.TargetWorkerServicer):
         if not request.session_id:
             raise ValueError("session_id is empty")
         params = sampling_from_pb(request.sampling)
+        check_verify_request(request, self.endpoint.sessions.model, sampled=not params.greedy)
         proposals = None if params.greedy else [proposal_from_pb(q) for q in request.proposals]
         verification = await self.endpoint.verify_from(
             request.session_id,
@@ -34,6 +42,20 @@ class TargetWorkerServicer(target_worker_pb2_grpc.TargetWorkerServicer):
             request.seed,
         )
         return verification_to_pb(verification)
+
+    async def VerifyTree(
+        self, request: target_worker_pb2.VerifyTreeRequest, context
+    ) -> target_worker_pb2.VerifyTreeResponse:
+        if not request.session_id:
+            raise ValueError("session_id is empty")
+        params = sampling_from_pb(request.sampling)
+        check_verify_tree_request(request, self.endpoint.sessions.model, sampled=not params.greedy)
+        tree = tree_from_pb(request.tree)
+        tree.validate(self.endpoint.sessions.model.config.vocab_size, sampled=not params.greedy)
+        verification = await self.endpoint.verify_tree_from(
+            request.session_id, request.start, list(request.tokens), tree, params, request.seed
+        )
+        return tree_verification_to_pb(verification)
 
     async def Release(self, request: common_pb2.ReleaseRequest, context) -> common_pb2.ReleaseResponse:
         held = request.session_id in self.endpoint.sessions

@@ -55,8 +55,9 @@ def test_modes_needing_a_draft_are_refused_without_one():
     with pytest.raises(ValueError, match="acceptance head"):
         parse_request(build_request("abc", mode="sequential", policy="specdecpp"), tiny_tokenizer(), LIMITS)
     assert parse_request(build_request("abc", mode="autoregressive"), tiny_tokenizer(), no_draft)
-    with pytest.raises(ValueError, match="mode gsd is not served"):
-        parse_request(build_request("abc", mode="gsd"), tiny_tokenizer(), LIMITS)
+    with pytest.raises(ValueError, match="draft worker"):
+        parse_request(build_request("abc", mode="gsd"), tiny_tokenizer(), no_draft)
+    assert parse_request(build_request("abc", mode="gsd"), tiny_tokenizer(), LIMITS).request.mode is Mode.GSD
 
 
 def push_all(stream: TextStream, ids, step: int = 1) -> str:

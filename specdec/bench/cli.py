@@ -40,7 +40,8 @@ def bench(
                                                                   "bench-results/PRESET-COST.json)."),
     table: Optional[Path] = typer.Option(None, help="Markdown tables (default: next to the JSON, .md)."),
     plot: Optional[Path] = typer.Option(None, help="PNG of speedup and tau (default: next to the JSON, .png)."),
-    threads: Optional[int] = typer.Option(None, help="torch threads (default: torch's choice)."),
+    threads: Optional[int] = typer.Option(None, help="torch threads (default: 1 for tiny, whose models are too "
+                                                     "small to gain from more; torch's choice otherwise)."),
     seed: int = typer.Option(0, help="Seed of the tiny pair and base of the per-request seeds."),
     chat: Optional[bool] = typer.Option(None, "--chat/--no-chat", help="Chat template (default: on for qwen-coder, "
                                                                        "off for tiny)."),

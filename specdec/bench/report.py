@@ -270,7 +270,12 @@ def footnotes(raw: dict, summary: dict) -> list[str]:
         "the model, overhead = (wall - union of compute intervals) / wall, other = overhead - network (waiting, "
         "scheduling, Python).",
         f"bound SD = {SD_BOUND}; bound PEARL = {PEARL_BOUND} (PEARL rows only; draft fully hidden behind "
-        "verification, the pass lasting max(1, k*c) target steps); eff. = median of speedup / bound per run.",
+        "verification, the pass lasting max(1, k*c) target steps); eff. = median of speedup / bound per run. "
+        "The PEARL bound is a ceiling, not PEARL's expectation: a pass whose window was all accepted while the "
+        "draft went on emits no bonus token ((1 - a^k) / (1 - a) per pass), and a pre-verify pass after a "
+        "rejection carries one draft token and emits exactly one token. eff. above 1 is possible: the bounds "
+        "ignore per-call overhead (which the baseline pays per token and speculation per round) and assume "
+        "i.i.d. acceptance.",
         f"c = {summary['c']:.3f} ({summary['c_source']}).",
     ]
     if raw["profile"]:

@@ -56,7 +56,7 @@ class BenchSettings:
     temperature: float = 0.0
     dtype: str = "float32"
     peer: bool = True
-    threads: int | None = None
+    threads: int | None = None  # None: 1 for tiny, torch's choice otherwise
     seed: int = 0  # the tiny pair's seed, and the base of the per-request seeds
     chat: bool | None = None  # None: the preset's default (instruct qwen-coder: on, tiny: off)
     warmup_tokens: int = 16
@@ -281,8 +281,6 @@ class Bench:
         from specdec import Engine
 
         self.settings, self.progress = settings, progress
-        if settings.threads:
-            torch.set_num_threads(settings.threads)
         self.profile = CostProfile.load(settings.cost) if settings.emulated else None
         self.configs = build_matrix(settings)
         self.prompts = load_prompts(settings.prompts_path, settings.kinds, settings.limit)
@@ -399,6 +397,18 @@ class Bench:
         return runs
 
     def run(self) -> dict:
+        """Calibrate, warm up, run the matrix; torch's thread count is restored afterwards."""
+        threads = torch.get_num_threads()
+        if self.settings.threads or self.settings.preset == "tiny":
+            # tiny's 64-wide models gain nothing from a second thread, and two per model stall
+            # each other (PEARL runs both models at once) on a busy 2-core machine
+            torch.set_num_threads(self.settings.threads or 1)
+        try:
+            return self._run()
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run(self) -> dict:
         s = self.settings
         started = datetime.datetime.now(datetime.timezone.utc)
         load_start = load_average()

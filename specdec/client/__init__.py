@@ -16,6 +16,7 @@ from specdec.client.errors import (
     RequestCancelledError,
     ServerError,
     SpecdecError,
+    UnauthenticatedError,
     UnavailableError,
 )
 from specdec.client.types import Chunk, Completion, Info, Stats, build_request
@@ -33,6 +34,7 @@ __all__ = [
     "ServerError",
     "SpecdecError",
     "Stats",
+    "UnauthenticatedError",
     "UnavailableError",
     "build_request",
 ]

@@ -12,20 +12,32 @@ from typing import AsyncIterator, Sequence
 
 import grpc
 
+from specdec.client import tracing as _tracing
 from specdec.client.client import Deadline, backoff_delay, retryable
 from specdec.client.errors import from_rpc_error
 from specdec.client.types import Chunk, Completion, Info, build_request
+from specdec.pb.security import client_tls, open_aio_channel
 from specdec.pb.v1 import common_pb2, coordinator_pb2_grpc
 
 
 class AsyncClient:
-    """An asyncio client of the Coordinator service (create it inside the event loop)."""
+    """An asyncio client of the Coordinator service (create it inside the event loop);
+    `tracing` / `tracer_provider` and the TLS / token arguments as for `Client`."""
 
-    def __init__(self, address: str, timeout: float | None = None, retries: int = 3):
+    def __init__(
+        self, address: str, timeout: float | None = None, retries: int = 3, *,
+        tracing: bool | None = None, tracer_provider=None,
+        tls: bool | None = None, tls_ca: str | None = None, client_cert: str | None = None,
+        client_key: str | None = None, tls_server_name: str | None = None, token: str | None = None,
+    ):
         self.address = address
         self.timeout = timeout
         self.retries = retries
-        self._channel = grpc.aio.insecure_channel(address)
+        traced = _tracing.wanted(tracing, tracer_provider)
+        self._channel = open_aio_channel(
+            address, client_tls(tls, tls_ca, client_cert, client_key, tls_server_name), token,
+            interceptors=_tracing.aio_interceptors(tracer_provider) if traced else (),
+        )
         self._stub = coordinator_pb2_grpc.CoordinatorStub(self._channel)
 
     async def generate_stream(self, prompt: str | Sequence[int], **params) -> AsyncIterator[Chunk]:

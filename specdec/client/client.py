@@ -14,8 +14,10 @@ from typing import Iterator, Sequence
 
 import grpc
 
+from specdec.client import tracing as _tracing
 from specdec.client.errors import from_rpc_error
 from specdec.client.types import Chunk, Completion, Info, build_request
+from specdec.pb.security import client_tls, open_channel
 from specdec.pb.v1 import common_pb2, coordinator_pb2_grpc
 
 BACKOFF_S = 0.1  # first retry delay; doubles per retry
@@ -44,14 +46,27 @@ def retryable(exc: grpc.RpcError, attempt: int, retries: int, received: bool) ->
 
 class Client:
     """A blocking client of the Coordinator service; `timeout` (s) bounds each request,
-    `retries` is how often UNAVAILABLE is retried (with backoff) before any token came."""
+    `retries` is how often UNAVAILABLE is retried (with backoff) before any token came.
+    `tracing`: a client span per call, its context sent along (None: when an OpenTelemetry
+    SDK TracerProvider is installed, or `tracer_provider` is given).
+    Security (specdec.pb.security): `tls_ca` verifies the coordinator's certificate (TLS
+    is on when any TLS file is given, or with tls=True and the default roots),
+    `client_cert`/`client_key` for mutual TLS, `token` is sent as a bearer token."""
 
-    def __init__(self, address: str, timeout: float | None = None, retries: int = 3):
+    def __init__(
+        self, address: str, timeout: float | None = None, retries: int = 3, *,
+        tracing: bool | None = None, tracer_provider=None,
+        tls: bool | None = None, tls_ca: str | None = None, client_cert: str | None = None,
+        client_key: str | None = None, tls_server_name: str | None = None, token: str | None = None,
+    ):
         self.address = address
         self.timeout = timeout
         self.retries = retries
-        self._channel = grpc.insecure_channel(address)
-        self._stub = coordinator_pb2_grpc.CoordinatorStub(self._channel)
+        self._channel = open_channel(address, client_tls(tls, tls_ca, client_cert, client_key, tls_server_name), token)
+        channel = self._channel
+        if _tracing.wanted(tracing, tracer_provider):
+            channel = _tracing.traced_channel(channel, tracer_provider)
+        self._stub = coordinator_pb2_grpc.CoordinatorStub(channel)
 
     def generate_stream(self, prompt: str | Sequence[int], **params) -> Iterator[Chunk]:
         """Yield chunks as tokens are committed; the last has finish_reason and stats.

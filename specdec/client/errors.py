@@ -49,13 +49,20 @@ class RequestCancelledError(SpecdecError):
     code = "CANCELLED"
 
 
+class UnauthenticatedError(SpecdecError, PermissionError):
+    """UNAUTHENTICATED: no valid bearer token; pass `token=` (the coordinator's --auth-token)."""
+
+    code = "UNAUTHENTICATED"
+
+
 class ServerError(SpecdecError):
     """Any other status (INTERNAL, UNKNOWN, ...): a bug or a broken deployment."""
 
 
 _BY_CODE = {
     cls.code: cls
-    for cls in (InvalidRequestError, OverloadedError, UnavailableError, DeadlineExceededError, RequestCancelledError)
+    for cls in (InvalidRequestError, OverloadedError, UnavailableError, DeadlineExceededError, RequestCancelledError,
+                UnauthenticatedError)
 }
 
 

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Sequence
 
 from specdec.client.errors import InvalidRequestError
-from specdec.pb.v1 import coordinator_pb2 as pb
+from specdec.pb.v1 import common_pb2, coordinator_pb2 as pb
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,9 @@ class Stats:
     reprefills: int  # worker sessions rebuilt from the coordinator's history
     draft_fallback: bool  # the draft failed; the request went on target-only
     seed: int  # the seed used
+    tree_nodes: int = 0  # mode gsd: nodes in the verified token trees
+    dag_nodes: int = 0  # mode gsd: distinct nodes the draft drafted
+    merged_nodes: int = 0  # mode gsd: draws merged into an existing node
 
     @classmethod
     def from_pb(cls, msg: pb.GenerationStats) -> "Stats":
@@ -133,14 +136,30 @@ def build_request(
     ignore_eos: bool = False,
     chat: bool = False,
     stop: Sequence[str] = (),
+    tree_width: int | None = None,
+    tree_depth: int | None = None,
+    tree_nodes: int | None = None,
+    sibling_threshold: float | None = None,
+    prob_threshold: float | None = None,
+    merge_context: int | None = None,
 ) -> pb.GenerateRequest:
     """A GenerateRequest; None leaves a field to the server's default. `prompt` is text
-    or token ids. The server validates the values (InvalidRequestError)."""
+    or token ids. The server validates the values (InvalidRequestError).
+
+    Mode gsd's draft trees: `tree_width` children per node at most, `tree_depth` tokens
+    per root path at most, `tree_nodes` nodes per tree at most; a node proposes only
+    tokens with q >= `sibling_threshold` * max q, a child with q < `prob_threshold` is a
+    leaf, and nodes whose last `merge_context` + 1 tokens match are merged (0 = off)."""
     if isinstance(stop, str):
         stop = [stop]
     values = dict(
         top_k=top_k, ignore_eos=ignore_eos, chat=chat, stop=list(stop), max_new_tokens=max_new_tokens,
         temperature=temperature, top_p=top_p, seed=seed, draft_length=draft_length, threshold=threshold,
+    )
+    tree = dict(  # SDK kwarg -> TreeParams field
+        tree_width=("width", tree_width), tree_depth=("depth", tree_depth), tree_nodes=("max_nodes", tree_nodes),
+        sibling_threshold=("sibling_threshold", sibling_threshold), prob_threshold=("prob_threshold", prob_threshold),
+        merge_context=("merge_context", merge_context),
     )
     try:
         request = pb.GenerateRequest(
@@ -148,8 +167,12 @@ def build_request(
             policy=_enum_value(pb.Policy, "POLICY_", "policy", policy),
             **values,
         )
+        set_tree = {name: v for name, v in tree.values() if v is not None}
+        if set_tree:
+            request.tree.CopyFrom(common_pb2.TreeParams(**set_tree))
     except (TypeError, ValueError) as exc:  # out of the wire type's range, or not a number
-        bad = next((k for k, v in values.items() if not _fits(k, v)), "a field")
+        bad = next((k for k, v in values.items() if not _fits(pb.GenerateRequest, k, v)), None)
+        bad = bad or next((k for k, (n, v) in tree.items() if not _fits(common_pb2.TreeParams, n, v)), "a field")
         raise InvalidRequestError(f"{bad}: {exc}") from None
     if isinstance(prompt, str):
         request.prompt = prompt
@@ -158,9 +181,9 @@ def build_request(
     return request
 
 
-def _fits(field: str, value) -> bool:
+def _fits(message, field: str, value) -> bool:
     try:
-        pb.GenerateRequest(**{field: value})
+        message(**{field: value})
         return True
     except (TypeError, ValueError):
         return False

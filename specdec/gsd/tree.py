@@ -103,8 +103,15 @@ class DraftTree:
         for i, parent in enumerate(self.parents):
             if not ROOT <= parent < i:
                 raise ValueError(f"draft tree node {i} has parent {parent}: parents must come before their children")
-        if vocab_size is not None and any(not 0 <= t < vocab_size for t in self.tokens):
-            raise ValueError(f"draft tree has token ids outside 0..{vocab_size - 1}")
+        if any(not -1 <= p < len(self.proposals) for p in (self.root_proposal, *self.proposal_ids)):
+            raise ValueError(f"draft tree refers to proposals outside -1..{len(self.proposals) - 1}")
+        for q in self.proposals:
+            if q.token_ids.shape != q.probs.shape or q.token_ids.dim() != 1:
+                raise ValueError("draft tree has a proposal whose token_ids and probs differ in length")
+        if vocab_size is not None:
+            ids = [self.tokens, *(q.token_ids.tolist() for q in self.proposals)]
+            if any(not 0 <= t < vocab_size for group in ids for t in group):
+                raise ValueError(f"draft tree has token ids outside 0..{vocab_size - 1}")
         if sampled:
             kids = self.children()
             for node in range(ROOT, n):

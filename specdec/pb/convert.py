@@ -11,6 +11,8 @@ import torch
 
 from specdec.acceptance import Verdict
 from specdec.drafting import DraftToken
+from specdec.gsd.tree import DraftTree, TreeParams
+from specdec.gsd.verifying import TreeVerdict, TreeVerification
 from specdec.pb.v1 import common_pb2, draft_worker_pb2, target_worker_pb2
 from specdec.policies import StopRule
 from specdec.sampling import SamplingParams, SparseDist
@@ -90,6 +92,74 @@ def verification_to_pb(v: Verification) -> target_worker_pb2.VerifyResponse:
 
 def verification_from_pb(msg: target_worker_pb2.VerifyResponse) -> Verification:
     return Verification(Verdict(msg.accepted, msg.next_token, msg.drafted), msg.compute_seconds)
+
+
+def tree_params_to_pb(tree: TreeParams) -> common_pb2.TreeParams:
+    return common_pb2.TreeParams(
+        width=tree.width,
+        depth=tree.depth,
+        max_nodes=tree.max_nodes,
+        sibling_threshold=tree.sibling_threshold,
+        prob_threshold=tree.prob_threshold,
+        merge_context=tree.merge_context,
+    )
+
+
+def tree_params_from_pb(msg: common_pb2.TreeParams) -> TreeParams:
+    """Unset fields take TreeParams' defaults; ValueError names a bad field (tree_width, ...)."""
+    names = ("width", "depth", "max_nodes", "sibling_threshold", "prob_threshold", "merge_context")
+    tree = TreeParams(**{name: getattr(msg, name) for name in names if msg.HasField(name)})
+    tree.validate()
+    return tree
+
+
+def tree_to_pb(tree: DraftTree) -> common_pb2.DraftTree:
+    return common_pb2.DraftTree(
+        tokens=tree.tokens,
+        parents=tree.parents,
+        proposals=[proposal_to_pb(q) for q in tree.proposals],
+        root_proposal=tree.root_proposal,
+        proposal_ids=tree.proposal_ids,
+        dag_nodes=tree.dag_nodes,
+        merged_nodes=tree.merged_nodes,
+    )
+
+
+def tree_from_pb(msg: common_pb2.DraftTree, seconds: float = 0.0) -> DraftTree:
+    """Not validated: the target calls DraftTree.validate before trusting it."""
+    return DraftTree(
+        tokens=list(msg.tokens),
+        parents=list(msg.parents),
+        proposals=[proposal_from_pb(q) for q in msg.proposals],
+        root_proposal=msg.root_proposal,
+        proposal_ids=list(msg.proposal_ids),
+        dag_nodes=msg.dag_nodes,
+        merged_nodes=msg.merged_nodes,
+        seconds=seconds,
+    )
+
+
+def draft_tree_to_pb(tree: DraftTree) -> draft_worker_pb2.DraftTreeResponse:
+    return draft_worker_pb2.DraftTreeResponse(tree=tree_to_pb(tree), compute_seconds=tree.seconds)
+
+
+def draft_tree_from_pb(msg: draft_worker_pb2.DraftTreeResponse) -> DraftTree:
+    return tree_from_pb(msg.tree, msg.compute_seconds)
+
+
+def tree_verification_to_pb(v: TreeVerification) -> target_worker_pb2.VerifyTreeResponse:
+    return target_worker_pb2.VerifyTreeResponse(
+        path=v.verdict.path,
+        tokens=v.verdict.tokens,
+        next_token=v.verdict.next_token,
+        drafted=v.verdict.drafted,
+        compute_seconds=v.seconds,
+    )
+
+
+def tree_verification_from_pb(msg: target_worker_pb2.VerifyTreeResponse) -> TreeVerification:
+    verdict = TreeVerdict(tuple(msg.path), tuple(msg.tokens), msg.next_token, msg.drafted)
+    return TreeVerification(verdict, msg.compute_seconds)
 
 
 def worker_info_to_pb(role: str, model: torch.nn.Module, tokenizer, preset: str, **fields) -> common_pb2.WorkerInfo:

@@ -1,8 +1,8 @@
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -35,6 +35,40 @@ class Proposal(_message.Message):
     token_ids: _containers.RepeatedScalarFieldContainer[int]
     probs: _containers.RepeatedScalarFieldContainer[float]
     def __init__(self, token_ids: _Optional[_Iterable[int]] = ..., probs: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class TreeParams(_message.Message):
+    __slots__ = ("width", "depth", "max_nodes", "sibling_threshold", "prob_threshold", "merge_context")
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
+    MAX_NODES_FIELD_NUMBER: _ClassVar[int]
+    SIBLING_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    PROB_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MERGE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    width: int
+    depth: int
+    max_nodes: int
+    sibling_threshold: float
+    prob_threshold: float
+    merge_context: int
+    def __init__(self, width: _Optional[int] = ..., depth: _Optional[int] = ..., max_nodes: _Optional[int] = ..., sibling_threshold: _Optional[float] = ..., prob_threshold: _Optional[float] = ..., merge_context: _Optional[int] = ...) -> None: ...
+
+class DraftTree(_message.Message):
+    __slots__ = ("tokens", "parents", "proposals", "root_proposal", "proposal_ids", "dag_nodes", "merged_nodes")
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PARENTS_FIELD_NUMBER: _ClassVar[int]
+    PROPOSALS_FIELD_NUMBER: _ClassVar[int]
+    ROOT_PROPOSAL_FIELD_NUMBER: _ClassVar[int]
+    PROPOSAL_IDS_FIELD_NUMBER: _ClassVar[int]
+    DAG_NODES_FIELD_NUMBER: _ClassVar[int]
+    MERGED_NODES_FIELD_NUMBER: _ClassVar[int]
+    tokens: _containers.RepeatedScalarFieldContainer[int]
+    parents: _containers.RepeatedScalarFieldContainer[int]
+    proposals: _containers.RepeatedCompositeFieldContainer[Proposal]
+    root_proposal: int
+    proposal_ids: _containers.RepeatedScalarFieldContainer[int]
+    dag_nodes: int
+    merged_nodes: int
+    def __init__(self, tokens: _Optional[_Iterable[int]] = ..., parents: _Optional[_Iterable[int]] = ..., proposals: _Optional[_Iterable[_Union[Proposal, _Mapping]]] = ..., root_proposal: _Optional[int] = ..., proposal_ids: _Optional[_Iterable[int]] = ..., dag_nodes: _Optional[int] = ..., merged_nodes: _Optional[int] = ...) -> None: ...
 
 class WorkerInfo(_message.Message):
     __slots__ = ("role", "model_name", "preset", "vocab_size", "context_length", "eos_token_ids", "hidden_size", "has_acceptance_head", "sessions", "evictions", "max_sessions", "proposal_top_n", "cost_profile")

@@ -46,7 +46,7 @@ FINISH_REASON_LENGTH: FinishReason
 FINISH_REASON_CANCELLED: FinishReason
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("prompt", "prompt_token_ids", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "mode", "policy", "draft_length", "threshold", "ignore_eos", "chat", "stop")
+    __slots__ = ("prompt", "prompt_token_ids", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "mode", "policy", "draft_length", "threshold", "ignore_eos", "chat", "stop", "tree")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +61,7 @@ class GenerateRequest(_message.Message):
     IGNORE_EOS_FIELD_NUMBER: _ClassVar[int]
     CHAT_FIELD_NUMBER: _ClassVar[int]
     STOP_FIELD_NUMBER: _ClassVar[int]
+    TREE_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     prompt_token_ids: _containers.RepeatedScalarFieldContainer[int]
     max_new_tokens: int
@@ -75,10 +76,11 @@ class GenerateRequest(_message.Message):
     ignore_eos: bool
     chat: bool
     stop: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, prompt: _Optional[str] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., max_new_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., seed: _Optional[int] = ..., mode: _Optional[_Union[Mode, str]] = ..., policy: _Optional[_Union[Policy, str]] = ..., draft_length: _Optional[int] = ..., threshold: _Optional[float] = ..., ignore_eos: _Optional[bool] = ..., chat: _Optional[bool] = ..., stop: _Optional[_Iterable[str]] = ...) -> None: ...
+    tree: _common_pb2.TreeParams
+    def __init__(self, prompt: _Optional[str] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., max_new_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., seed: _Optional[int] = ..., mode: _Optional[_Union[Mode, str]] = ..., policy: _Optional[_Union[Policy, str]] = ..., draft_length: _Optional[int] = ..., threshold: _Optional[float] = ..., ignore_eos: _Optional[bool] = ..., chat: _Optional[bool] = ..., stop: _Optional[_Iterable[str]] = ..., tree: _Optional[_Union[_common_pb2.TreeParams, _Mapping]] = ...) -> None: ...
 
 class GenerationStats(_message.Message):
-    __slots__ = ("tokens", "prompt_tokens", "rounds", "draft_tokens", "accepted_tokens", "emitted_tokens", "acceptance_rate", "mean_acceptance_length", "time_to_first_token_s", "wall_s", "draft_compute_s", "target_compute_s", "network_s", "critical_compute_s", "reprefills", "draft_fallback", "seed")
+    __slots__ = ("tokens", "prompt_tokens", "rounds", "draft_tokens", "accepted_tokens", "emitted_tokens", "acceptance_rate", "mean_acceptance_length", "time_to_first_token_s", "wall_s", "draft_compute_s", "target_compute_s", "network_s", "critical_compute_s", "reprefills", "draft_fallback", "seed", "tree_nodes", "dag_nodes", "merged_nodes")
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +98,9 @@ class GenerationStats(_message.Message):
     REPREFILLS_FIELD_NUMBER: _ClassVar[int]
     DRAFT_FALLBACK_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    TREE_NODES_FIELD_NUMBER: _ClassVar[int]
+    DAG_NODES_FIELD_NUMBER: _ClassVar[int]
+    MERGED_NODES_FIELD_NUMBER: _ClassVar[int]
     tokens: int
     prompt_tokens: int
     rounds: int
@@ -113,7 +118,10 @@ class GenerationStats(_message.Message):
     reprefills: int
     draft_fallback: bool
     seed: int
-    def __init__(self, tokens: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., rounds: _Optional[int] = ..., draft_tokens: _Optional[int] = ..., accepted_tokens: _Optional[int] = ..., emitted_tokens: _Optional[int] = ..., acceptance_rate: _Optional[float] = ..., mean_acceptance_length: _Optional[float] = ..., time_to_first_token_s: _Optional[float] = ..., wall_s: _Optional[float] = ..., draft_compute_s: _Optional[float] = ..., target_compute_s: _Optional[float] = ..., network_s: _Optional[float] = ..., critical_compute_s: _Optional[float] = ..., reprefills: _Optional[int] = ..., draft_fallback: _Optional[bool] = ..., seed: _Optional[int] = ...) -> None: ...
+    tree_nodes: int
+    dag_nodes: int
+    merged_nodes: int
+    def __init__(self, tokens: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., rounds: _Optional[int] = ..., draft_tokens: _Optional[int] = ..., accepted_tokens: _Optional[int] = ..., emitted_tokens: _Optional[int] = ..., acceptance_rate: _Optional[float] = ..., mean_acceptance_length: _Optional[float] = ..., time_to_first_token_s: _Optional[float] = ..., wall_s: _Optional[float] = ..., draft_compute_s: _Optional[float] = ..., target_compute_s: _Optional[float] = ..., network_s: _Optional[float] = ..., critical_compute_s: _Optional[float] = ..., reprefills: _Optional[int] = ..., draft_fallback: _Optional[bool] = ..., seed: _Optional[int] = ..., tree_nodes: _Optional[int] = ..., dag_nodes: _Optional[int] = ..., merged_nodes: _Optional[int] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
     __slots__ = ("text", "token_ids", "finish_reason", "stats")

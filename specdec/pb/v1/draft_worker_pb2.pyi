@@ -36,3 +36,27 @@ class DraftToken(_message.Message):
     p_accept: float
     compute_seconds: float
     def __init__(self, token_id: _Optional[int] = ..., q: _Optional[_Union[_common_pb2.Proposal, _Mapping]] = ..., entropy: _Optional[float] = ..., p_accept: _Optional[float] = ..., compute_seconds: _Optional[float] = ...) -> None: ...
+
+class DraftTreeRequest(_message.Message):
+    __slots__ = ("session_id", "start", "tokens", "tree", "sampling", "seed")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TREE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    start: int
+    tokens: _containers.RepeatedScalarFieldContainer[int]
+    tree: _common_pb2.TreeParams
+    sampling: _common_pb2.SamplingParams
+    seed: int
+    def __init__(self, session_id: _Optional[str] = ..., start: _Optional[int] = ..., tokens: _Optional[_Iterable[int]] = ..., tree: _Optional[_Union[_common_pb2.TreeParams, _Mapping]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class DraftTreeResponse(_message.Message):
+    __slots__ = ("tree", "compute_seconds")
+    TREE_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    tree: _common_pb2.DraftTree
+    compute_seconds: float
+    def __init__(self, tree: _Optional[_Union[_common_pb2.DraftTree, _Mapping]] = ..., compute_seconds: _Optional[float] = ...) -> None: ...

@@ -42,6 +42,11 @@ class DraftWorkerStub:
                 request_serializer=specdec_dot_v1_dot_draft__worker__pb2.DraftRequest.SerializeToString,
                 response_deserializer=specdec_dot_v1_dot_draft__worker__pb2.DraftToken.FromString,
                 _registered_method=True)
+        self.DraftTree = channel.unary_unary(
+                '/specdec.v1.DraftWorker/DraftTree',
+                request_serializer=specdec_dot_v1_dot_draft__worker__pb2.DraftTreeRequest.SerializeToString,
+                response_deserializer=specdec_dot_v1_dot_draft__worker__pb2.DraftTreeResponse.FromString,
+                _registered_method=True)
         self.Release = channel.unary_unary(
                 '/specdec.v1.DraftWorker/Release',
                 request_serializer=specdec_dot_v1_dot_common__pb2.ReleaseRequest.SerializeToString,
@@ -68,6 +73,14 @@ class DraftWorkerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DraftTree(self, request, context):
+        """GSD: draft one token tree after the sequence (one draft forward per tree level).
+        The worker ends holding exactly the sequence: the tree is not kept. Errors as Draft.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Release(self, request, context):
         """Drop a session's cache (the request ended or was cancelled).
         """
@@ -89,6 +102,11 @@ def add_DraftWorkerServicer_to_server(servicer, server):
                     servicer.Draft,
                     request_deserializer=specdec_dot_v1_dot_draft__worker__pb2.DraftRequest.FromString,
                     response_serializer=specdec_dot_v1_dot_draft__worker__pb2.DraftToken.SerializeToString,
+            ),
+            'DraftTree': grpc.unary_unary_rpc_method_handler(
+                    servicer.DraftTree,
+                    request_deserializer=specdec_dot_v1_dot_draft__worker__pb2.DraftTreeRequest.FromString,
+                    response_serializer=specdec_dot_v1_dot_draft__worker__pb2.DraftTreeResponse.SerializeToString,
             ),
             'Release': grpc.unary_unary_rpc_method_handler(
                     servicer.Release,
@@ -130,6 +148,33 @@ class DraftWorker:
             '/specdec.v1.DraftWorker/Draft',
             specdec_dot_v1_dot_draft__worker__pb2.DraftRequest.SerializeToString,
             specdec_dot_v1_dot_draft__worker__pb2.DraftToken.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DraftTree(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/specdec.v1.DraftWorker/DraftTree',
+            specdec_dot_v1_dot_draft__worker__pb2.DraftTreeRequest.SerializeToString,
+            specdec_dot_v1_dot_draft__worker__pb2.DraftTreeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -36,3 +36,33 @@ class VerifyResponse(_message.Message):
     drafted: int
     compute_seconds: float
     def __init__(self, accepted: _Optional[int] = ..., next_token: _Optional[int] = ..., drafted: _Optional[int] = ..., compute_seconds: _Optional[float] = ...) -> None: ...
+
+class VerifyTreeRequest(_message.Message):
+    __slots__ = ("session_id", "start", "tokens", "tree", "sampling", "seed")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TREE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    start: int
+    tokens: _containers.RepeatedScalarFieldContainer[int]
+    tree: _common_pb2.DraftTree
+    sampling: _common_pb2.SamplingParams
+    seed: int
+    def __init__(self, session_id: _Optional[str] = ..., start: _Optional[int] = ..., tokens: _Optional[_Iterable[int]] = ..., tree: _Optional[_Union[_common_pb2.DraftTree, _Mapping]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class VerifyTreeResponse(_message.Message):
+    __slots__ = ("path", "tokens", "next_token", "drafted", "compute_seconds")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    DRAFTED_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    path: _containers.RepeatedScalarFieldContainer[int]
+    tokens: _containers.RepeatedScalarFieldContainer[int]
+    next_token: int
+    drafted: int
+    compute_seconds: float
+    def __init__(self, path: _Optional[_Iterable[int]] = ..., tokens: _Optional[_Iterable[int]] = ..., next_token: _Optional[int] = ..., drafted: _Optional[int] = ..., compute_seconds: _Optional[float] = ...) -> None: ...

@@ -28,7 +28,8 @@ if _version_not_supported:
 
 class TargetWorkerStub:
     """Verifies draft tokens for sessions keyed by the coordinator, in one forward pass
-    over [last committed token, d1..dk] (ALGORITHMS.md section 0).
+    over [last committed token, d1..dk] (ALGORITHMS.md section 0), or over a GSD token
+    tree (section 5).
     """
 
     def __init__(self, channel):
@@ -41,6 +42,11 @@ class TargetWorkerStub:
                 '/specdec.v1.TargetWorker/Verify',
                 request_serializer=specdec_dot_v1_dot_target__worker__pb2.VerifyRequest.SerializeToString,
                 response_deserializer=specdec_dot_v1_dot_target__worker__pb2.VerifyResponse.FromString,
+                _registered_method=True)
+        self.VerifyTree = channel.unary_unary(
+                '/specdec.v1.TargetWorker/VerifyTree',
+                request_serializer=specdec_dot_v1_dot_target__worker__pb2.VerifyTreeRequest.SerializeToString,
+                response_deserializer=specdec_dot_v1_dot_target__worker__pb2.VerifyTreeResponse.FromString,
                 _registered_method=True)
         self.Release = channel.unary_unary(
                 '/specdec.v1.TargetWorker/Release',
@@ -56,13 +62,24 @@ class TargetWorkerStub:
 
 class TargetWorkerServicer:
     """Verifies draft tokens for sessions keyed by the coordinator, in one forward pass
-    over [last committed token, d1..dk] (ALGORITHMS.md section 0).
+    over [last committed token, d1..dk] (ALGORITHMS.md section 0), or over a GSD token
+    tree (section 5).
     """
 
     def Verify(self, request, context):
         """Verify the draft tokens after the committed sequence; k = 0 is plain decoding.
         FAILED_PRECONDITION: the worker holds fewer than `start` tokens of this session
         (restart, eviction); resend with start = 0.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyTree(self, request, context):
+        """GSD: verify a token tree in one forward with a tree attention mask and keep its
+        longest accepted root path (multi-candidate speculative sampling, lossless). The
+        worker ends holding the committed sequence plus the accepted tokens.
+        INVALID_ARGUMENT: a malformed tree; FAILED_PRECONDITION as for Verify.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -90,6 +107,11 @@ def add_TargetWorkerServicer_to_server(servicer, server):
                     request_deserializer=specdec_dot_v1_dot_target__worker__pb2.VerifyRequest.FromString,
                     response_serializer=specdec_dot_v1_dot_target__worker__pb2.VerifyResponse.SerializeToString,
             ),
+            'VerifyTree': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyTree,
+                    request_deserializer=specdec_dot_v1_dot_target__worker__pb2.VerifyTreeRequest.FromString,
+                    response_serializer=specdec_dot_v1_dot_target__worker__pb2.VerifyTreeResponse.SerializeToString,
+            ),
             'Release': grpc.unary_unary_rpc_method_handler(
                     servicer.Release,
                     request_deserializer=specdec_dot_v1_dot_common__pb2.ReleaseRequest.FromString,
@@ -110,7 +132,8 @@ def add_TargetWorkerServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class TargetWorker:
     """Verifies draft tokens for sessions keyed by the coordinator, in one forward pass
-    over [last committed token, d1..dk] (ALGORITHMS.md section 0).
+    over [last committed token, d1..dk] (ALGORITHMS.md section 0), or over a GSD token
+    tree (section 5).
     """
 
     @staticmethod
@@ -130,6 +153,33 @@ class TargetWorker:
             '/specdec.v1.TargetWorker/Verify',
             specdec_dot_v1_dot_target__worker__pb2.VerifyRequest.SerializeToString,
             specdec_dot_v1_dot_target__worker__pb2.VerifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyTree(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/specdec.v1.TargetWorker/VerifyTree',
+            specdec_dot_v1_dot_target__worker__pb2.VerifyTreeRequest.SerializeToString,
+            specdec_dot_v1_dot_target__worker__pb2.VerifyTreeResponse.FromString,
             options,
             channel_credentials,
             insecure,

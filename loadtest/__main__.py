@@ -1,0 +1,136 @@
+"""`python -m loadtest`: bounded load on a coordinator, as a table, JSON and a plot.
+
+    python -m loadtest --stack tiny --clients 1,4,16 --requests 32 --duration 60 \\
+        --json bench-results/loadtest-tiny.json --plot bench-results/loadtest-tiny.png
+    python -m loadtest --address 127.0.0.1:50051 --scenario burst --clients 8 --unary
+
+--stack starts draft worker, target worker and coordinator on 127.0.0.1 (as
+`specdec up`) and stops them at the end; --address loads a running coordinator,
+loopback only unless --allow-remote. Each --clients level is one run of the scenario,
+in order, against the same servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from contextlib import nullcontext
+
+from loadtest.report import machine_info, markdown_table, plot, summarise, write_json
+from loadtest.runner import run_plan
+from loadtest.scenarios import DEFAULT_PROMPTS, LoadPlan, Scenario, check_loopback, load_prompts
+
+
+def _levels(text: str) -> list[int]:
+    try:
+        levels = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--clients takes numbers separated by commas, e.g. 1,4,16; got {text!r}")
+    if not levels or min(levels) < 1:
+        raise argparse.ArgumentTypeError(f"--clients needs numbers >= 1, got {text!r}")
+    return levels
+
+
+def _kinds(text: str) -> tuple[str, ...]:
+    return tuple(k.strip() for k in text.split(",") if k.strip())
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m loadtest", description=__doc__.split("\n\n")[0])
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--address", help="A running coordinator, HOST:PORT (loopback unless --allow-remote).")
+    where.add_argument("--stack", choices=["tiny", "qwen-coder"], help="Start a local stack of this preset for the run.")
+    p.add_argument("--scenario", choices=[s.value for s in Scenario], default="steady", help="steady | ramp | burst.")
+    p.add_argument("--clients", type=_levels, default=[1], help="Concurrency levels, e.g. 1,4,16 (one run each).")
+    p.add_argument("--requests", type=int, default=16, help="Requests per level at most (default 16).")
+    p.add_argument("--duration", type=float, default=60.0, help="No request starts after this many s per level.")
+    p.add_argument("--drain", type=float, default=30.0, help="Then in-flight requests get this long (s), then TIMEOUT.")
+    p.add_argument("--ramp", type=float, default=None, help="ramp: s until the last client joins (default duration/2).")
+    p.add_argument("--mix", type=_kinds, default=(), help="Prompt kinds, e.g. code,prose (default: all).")
+    p.add_argument("--prompts", default=str(DEFAULT_PROMPTS), help="A jsonl of {\"kind\", \"prompt\"}.")
+    p.add_argument("--stream", dest="stream", action="store_true", default=True, help="Streamed Generate (default).")
+    p.add_argument("--unary", dest="stream", action="store_false", help="Unary Complete instead.")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="Per request (default 64).")
+    p.add_argument("--mode", choices=["autoregressive", "sequential", "pearl"], default=None, help="Default: server's.")
+    p.add_argument("--policy", choices=["fixed", "heuristic", "adaedl", "specdecpp"], default=None)
+    p.add_argument("--draft-length", type=int, default=None)
+    p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default).")
+    p.add_argument("--seed", type=int, default=None, help="Fixed seed for sampled requests.")
+    p.add_argument("--ignore-eos", action=argparse.BooleanOptionalAction, default=True,
+                   help="Generate exactly --max-new-tokens (default on: comparable token counts).")
+    p.add_argument("--warmup", type=int, default=1, help="Unrecorded requests before each level (default 1).")
+    p.add_argument("--cost-profile", default=None, help="--stack: emulate a device's latency (e.g. gpu-like).")
+    p.add_argument("--startup-timeout", type=float, default=600.0, help="--stack: s to wait for SERVING.")
+    p.add_argument("--json", dest="json_path", help="Write summaries and raw records here.")
+    p.add_argument("--plot", dest="plot_path", help="Write a PNG of latency and throughput vs clients here.")
+    p.add_argument("--markdown", dest="markdown_path", help="Write the markdown table here too.")
+    p.add_argument("--fail-on-errors", action="store_true", help="Exit 1 if any request failed (CI).")
+    p.add_argument("--allow-remote", action="store_true", help="Allow a non-loopback --address (prints a warning).")
+    return p
+
+
+def request_params(args) -> dict:
+    params = dict(
+        max_new_tokens=args.max_new_tokens, mode=args.mode, policy=args.policy, draft_length=args.draft_length,
+        temperature=args.temperature, seed=args.seed, ignore_eos=args.ignore_eos,
+    )
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.address:
+            warning = check_loopback(args.address, args.allow_remote)
+            if warning:
+                print(warning, file=sys.stderr)
+        prompts = load_prompts(args.prompts, args.mix)
+        plans = [
+            LoadPlan(
+                scenario=Scenario(args.scenario), clients=n, requests=args.requests, duration_s=args.duration,
+                drain_s=args.drain, ramp_s=args.ramp, stream=args.stream, params=request_params(args),
+                warmup=args.warmup,
+            )
+            for n in args.clients
+        ]
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    stack = None
+    if args.stack:
+        from coordinator.stack import LocalStack
+
+        stack = LocalStack(preset=args.stack, cost_profile=args.cost_profile, startup_timeout_s=args.startup_timeout)
+    meta = machine_info()
+    results = []
+    try:
+        with stack if stack is not None else nullcontext():
+            address = stack.address if stack is not None else args.address
+            meta.update(address=address, stack=args.stack, cost_profile=args.cost_profile)
+            for plan in plans:
+                print(f"{plan.scenario.value}: {plan.clients} clients, <= {plan.requests} requests, "
+                      f"<= {plan.duration_s:.0f}s ...", file=sys.stderr, flush=True)
+                results.append(asyncio.run(run_plan(address, plan, prompts)))
+    except Exception as exc:  # a stack that did not start, a KeyboardInterrupt passes through
+        print(f"error: {exc}", file=sys.stderr)
+        if not results:
+            return 1
+    summaries = [summarise(r) for r in results]
+    table = markdown_table(summaries)
+    print(table)
+    if args.markdown_path:
+        with open(args.markdown_path, "w") as f:
+            f.write(f"{meta['date']}, `{meta['command']}`\n\n{table}\n")
+    if args.json_path:
+        write_json(args.json_path, results, meta)
+    if args.plot_path:
+        title = f"{args.stack or meta['address']}: {args.scenario}, max_new_tokens {args.max_new_tokens}"
+        plot(args.plot_path, summaries, title)
+    failed = sum(s["requests"] - s["ok"] for s in summaries)
+    return 1 if args.fail_on_errors and failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
