@@ -197,6 +197,9 @@ def up(
     draft_model: Optional[str] = typer.Option(None, help="--ray: draft model folder on every node."),
     target_model: Optional[str] = typer.Option(None, help="--ray: target model folder on every node."),
     tokenizer: Optional[str] = typer.Option(None, help="--ray: the coordinator's tokenizer (with --target-model)."),
+    coordinator_on_head: bool = typer.Option(
+        False, "--coordinator-on-head", help="--ray: run the coordinator on the head node (a fixed address)."
+    ),
 ):
     """Start draft worker, target worker and coordinator on 127.0.0.1 (or, with --ray, as
     actors on a Ray cluster); Ctrl-C stops all."""
@@ -206,6 +209,7 @@ def up(
             draft_replicas=draft_replicas, target_replicas=target_replicas, draft_gpus=draft_gpus,
             target_gpus=target_gpus, draft_cpus=worker_cpus, target_cpus=worker_cpus, draft_model=draft_model,
             target_model=target_model, tokenizer=tokenizer, startup_timeout_s=startup_timeout,
+            coordinator_on_head=coordinator_on_head,
         )
     from coordinator.stack import LocalStack, StackError, wait_until_interrupted
 

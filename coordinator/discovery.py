@@ -238,13 +238,15 @@ def sources(config: DiscoveryConfig, draft: Sequence[str], target: Sequence[str]
 
 
 def _namespace(host: str) -> str:
-    """The pod's namespace, else the one in a Service DNS name (svc.ns.svc...), else default."""
+    """The one in a Service DNS name (service.namespace.svc...), else the pod's, else default."""
+    labels = host.split(".")
+    if len(labels) > 2 and labels[2] == "svc":
+        return labels[1]
     try:
         with open(NAMESPACE_FILE) as f:
             return f.read().strip()
     except OSError:
-        labels = host.split(".")
-        return labels[1] if len(labels) > 2 and labels[2] == "svc" else "default"
+        return "default"
 
 
 def _host_name(addresses: Sequence[str]) -> str | None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 WILDCARDS = ("0.0.0.0", "::", "[::]", "")
+HEAD_NODE_RESOURCE = "node:__internal_head__"
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class RayStackConfig:
     draft_cpus: float = 1.0  # Ray num_cpus per actor
     target_cpus: float = 1.0
     coordinator_cpus: float = 1.0
+    coordinator_on_head: bool = False  # pin the coordinator to the head node (KubeRay: the head Service reaches it)
     target_device_map: str | None = None  # default: auto when target_gpus > 1
     worker_threads: int | None = None  # torch threads per worker (default: torch's)
     startup_timeout_s: float = 600.0
@@ -207,6 +209,8 @@ class RayStack:
             "target": dict(num_cpus=c.target_cpus, num_gpus=c.target_gpus),
             "coordinator": dict(num_cpus=c.coordinator_cpus, num_gpus=0),
         }
+        if c.coordinator_on_head:  # the head node's own resource, as Ray's own head-pinned actors do
+            resources["coordinator"]["resources"] = {HEAD_NODE_RESOURCE: 0.001}
         starts: dict[str, list] = {}
         for role, replicas in (("draft", c.draft_replicas), ("target", c.target_replicas)):
             for _ in range(replicas):

@@ -53,7 +53,7 @@ class Output:
     def emit(self, tokens: Sequence[int]) -> None:
         new = []
         for token in tokens:
-            if self.remaining == 0:
+            if self.remaining == 0 or self.finish is not None:
                 break
             new.append(token)
             self.committed.append(token)
@@ -135,6 +135,12 @@ class Request:
     def note_draft(self, token: DraftToken) -> None:
         self.clock.add(time.perf_counter(), token.seconds)
         self.stats.draft_compute_s += token.seconds
+
+    def count_checked(self, matched: bool) -> None:
+        """PEARL, greedy: a draft token checked against a committed bonus token (the
+        target's argmax there) counts as drafted, and as accepted when it matched."""
+        self.stats.draft_tokens += 1
+        self.stats.accepted_tokens += int(matched)
 
     def commit(self, tokens: Sequence[int]) -> None:
         self.stats.emitted_tokens += len(tokens)

@@ -99,6 +99,18 @@ async def run_pearl(req) -> None:
     pending: list[DraftToken] = []  # drafted, not yet sent to the target
     stream: _DraftStream | None = None
     inflight: _InFlight | None = None
+    expect: int | None = None  # greedy: the committed bonus token the draft's next token must equal
+
+    async def check_expected(token: DraftToken) -> None:
+        """The draft went on past a bonus token we committed: keep its stream only if
+        its next token is that bonus token."""
+        nonlocal stream, expect
+        matched, expect = token.token == expect, None
+        req.count_checked(matched)
+        if not matched:
+            await stream.cancel()
+            stream = None
+
     try:
         while not req.out.done:
             in_window = inflight.window if inflight else []
@@ -121,9 +133,12 @@ async def run_pearl(req) -> None:
                         stream = None
                         continue
                     if token is None:
-                        stream = None
+                        stream, expect = None, None
                         continue
                     req.note_draft(token)
+                    if expect is not None:
+                        await check_expected(token)
+                        continue
                     pending.append(token)
                 inflight, pending = _launch(req, pending, phase), []
                 continue
@@ -137,7 +152,10 @@ async def run_pearl(req) -> None:
                     req.fall_back(exc)
                     token = None
                 if token is None:
-                    stream = None
+                    stream, expect = None, None
+                elif expect is not None:
+                    req.note_draft(token)
+                    await check_expected(token)
                 else:
                     req.note_draft(token)
                     pending.append(token)
@@ -146,8 +164,24 @@ async def run_pearl(req) -> None:
                 window, span, inflight = [d.token for d in inflight.window], inflight.span, None
                 if verdict.all_accepted:
                     draft_went_on = bool(pending) or stream is not None
-                    req.commit(window + ([] if draft_went_on else [verdict.next_token]))
-                    req.record_round(span, len(window), verdict.accepted, recovered=False, bonus=not draft_went_on)
+                    use_bonus = not draft_went_on or req.params.greedy
+                    req.commit(window + ([verdict.next_token] if use_bonus else []))
+                    req.record_round(span, len(window), verdict.accepted, recovered=False, bonus=use_bonus)
+                    if draft_went_on and use_bonus:
+                        # Greedy: the bonus is the target's own next token, so it is kept; the
+                        # draft's continuation stays only where it starts with that token.
+                        if pending:
+                            matched = pending[0].token == verdict.next_token
+                            req.count_checked(matched)
+                            if matched:
+                                pending.pop(0)
+                            else:
+                                pending = []
+                                if stream is not None:
+                                    await stream.cancel()
+                                    stream = None
+                        else:
+                            expect = verdict.next_token
                 else:
                     req.commit(window[: verdict.accepted] + [verdict.next_token])
                     req.record_round(span, len(window), verdict.accepted, recovered=True, bonus=False)

@@ -257,13 +257,15 @@ def test_endpoint_slices_are_listed_then_watched(fake_api):
 
 
 def test_sources_per_mode():
-    draft, target = ("rel-draft-headless.ml.svc.cluster.local:50061",), ("rel-target-headless.ml.svc.cluster.local:50071",)
+    draft = ("rel-draft-headless.ml.svc.cluster.local:50061",)
+    target = ("rel-target-headless.ml.svc.cluster.local:50071",)
     assert sources(DiscoveryConfig(), draft, target) == {}
     dns = sources(DiscoveryConfig(mode="dns", interval_s=7), draft, target)
-    assert dns["target"].names == [("rel-target-headless.ml.svc.cluster.local", 50071)] and dns["target"].interval_s == 7
+    assert dns["target"].names == [("rel-target-headless.ml.svc.cluster.local", 50071)]
+    assert dns["target"].interval_s == 7
     assert set(sources(DiscoveryConfig(mode="dns"), (), target)) == {"target"}
-    k8s = sources(DiscoveryConfig(mode="kubernetes"), draft, target)
-    assert (k8s["draft"].namespace, k8s["draft"].service, k8s["draft"].default_port) == ("ml", "rel-draft-headless", 50061)
+    k8s = sources(DiscoveryConfig(mode="kubernetes"), draft, target)["draft"]
+    assert (k8s.namespace, k8s.service, k8s.default_port) == ("ml", "rel-draft-headless", 50061)
     named = sources(DiscoveryConfig(mode="kubernetes", namespace="x", target_service="t"), (), target)["target"]
     assert (named.namespace, named.service) == ("x", "t")
     with pytest.raises(ValueError, match="discovery must be static, dns or kubernetes"):

@@ -151,4 +151,5 @@ def test_sessions_spread_over_replicas_and_survive_a_replica_leaving(replicas, t
         assert worker_info(kept["target"].address, "target").sessions == 2
         assert all(worker_info(s.address, r).sessions == 0 for r, s in gone.items())
         for prompt, head, stream in zip(PROMPTS, heads, streams):
-            assert [*head.token_ids, *(t for c in stream for t in c.token_ids)] == reference(tiny_engine, prompt, TOKENS)
+            tokens = [*head.token_ids, *(t for c in stream for t in c.token_ids)]
+            assert tokens == reference(tiny_engine, prompt, TOKENS)

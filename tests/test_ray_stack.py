@@ -21,7 +21,7 @@ def ray_stack():
 
     config = RayStackConfig(
         address=None, host="127.0.0.1", port=0, preset="tiny", draft_cpus=0.5, target_cpus=0.5,
-        coordinator_cpus=0.5, worker_threads=1, startup_timeout_s=180,
+        coordinator_cpus=0.5, coordinator_on_head=True, worker_threads=1, startup_timeout_s=180,
     )
     init = dict(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     with RayStack(config, init_kwargs=init) as stack:
