@@ -4,7 +4,7 @@ PIP     ?= .venv/bin/pip
 PYTEST  ?= .venv/bin/pytest
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test test-slow demo bench protos certs clean
+.PHONY: install test test-slow test-ray demo bench protos certs loadtest clean
 
 .venv/.installed: pyproject.toml
 	python3 -m venv .venv
@@ -23,6 +23,11 @@ test: install
 test-slow: install
 	$(PY) -m specdec.cli models fetch
 	$(PYTEST) -q -m slow -p no:cacheprovider
+
+# Ray placement on a local Ray instance (opt-in: Ray binds beyond loopback)
+test-ray: install
+	$(PIP) install -q -e '.[ray]'
+	$(PYTEST) -q -m ray -p no:cacheprovider
 
 # The real pair through three processes (fetched into ~/.cache/specdec on first run), PEARL mode
 demo: install
