@@ -36,6 +36,12 @@ demo: install
 bench: install
 	$(PY) -m specdec.cli bench --preset tiny --cost gpu-like --json bench-results/tiny-gpu-like.json
 
+# Bounded load on the tiny local stack: 1, 4 and 16 concurrent clients (<= 48 requests and 60 s + 30 s drain each)
+loadtest: install
+	$(PY) -m loadtest --stack tiny --scenario steady --clients 1,4,16 --requests 48 --duration 60 \
+		--max-new-tokens 64 --fail-on-errors --json bench-results/loadtest-tiny.json \
+		--plot bench-results/loadtest-tiny.png --markdown bench-results/loadtest-tiny.md
+
 # Regenerate specdec/pb/v1 from protos/specdec/v1 (commit the result; CI checks it is fresh)
 protos: install
 	$(PY) scripts/gen_protos.py

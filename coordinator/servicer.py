@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import AsyncIterator
 
 from coordinator.metrics import RequestMetrics
@@ -41,6 +42,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         metrics: RequestMetrics | None = None,
     ):
         self.tokenizer = tokenizer
+        self._tokenizer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize")
         self.workers = workers
         self.limits = limits
         self.info = info
@@ -59,11 +61,15 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
         return self.info
 
     async def _serve(self, msg: pb.GenerateRequest) -> AsyncIterator[pb.GenerateResponse]:
-        parsed = parse_request(msg, self.tokenizer, self.limits)
         if self.active >= self.info.max_concurrent_requests:
             raise Overloaded(f"the coordinator is serving its limit of {self.active} requests: retry later")
         self.active += 1
         try:
+            # Tokenising a long prompt takes a while: off the event loop, so other requests
+            # keep streaming; one thread, because a tokenizer is not safe to share across threads.
+            parsed = await asyncio.get_running_loop().run_in_executor(
+                self._tokenizer_thread, parse_request, msg, self.tokenizer, self.limits
+            )
             async for response in run_request(parsed, self.tokenizer, self.workers, self.limits, self.metrics):
                 yield response
         finally:

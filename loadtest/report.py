@@ -125,7 +125,7 @@ def machine_info() -> dict:
         load = None
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(shlex.quote(a) for a in ["python -m loadtest", *sys.argv[1:]]),
+        "command": " ".join(["python -m loadtest", *(shlex.quote(a) for a in sys.argv[1:])]),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),

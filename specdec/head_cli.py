@@ -21,12 +21,14 @@ def train_head(
     dtype: str = typer.Option("bfloat16", help="float32 | bfloat16: the models' dtype while making data."),
     chat: Optional[bool] = typer.Option(None, "--chat/--no-chat", help="Chat template (default: when the "
                                                                        "tokenizer has one)."),
-    label: str = typer.Option("sampled", help="sampled (min(1, p/q) of a draft sample, the paper's) | expected "
-                                              "(1 - TV(p, q)) | greedy (argmax agreement)."),
+    label: str = typer.Option("expected", help="expected (1 - TV(p, q), the mean of the paper's label) | sampled "
+                                               "(min(1, p/q) of a draft sample, the paper's) | greedy (argmax "
+                                               "agreement)."),
     reject_weight: float = typer.Option(6.0, help="Weight of the reject class in the cross-entropy."),
     mix_prob: float = typer.Option(0.15, help="Share of positions where the target's token is swapped in (no loss)."),
     num_layers: int = typer.Option(3, help="Residual blocks before the output layer."),
-    epochs: int = typer.Option(60, help="Passes over the training positions (the best validation epoch is kept)."),
+    epochs: int = typer.Option(30, help="Passes over the training positions at most (the best validation epoch is "
+                                        "kept; 10 without improvement stop early)."),
     batch_size: int = typer.Option(256, help="Positions per optimiser step."),
     lr: float = typer.Option(1e-3, help="AdamW learning rate (cosine decay)."),
     val_fraction: float = typer.Option(0.2, help="Share of the prompts held out for validation."),

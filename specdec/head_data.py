@@ -14,7 +14,8 @@ For a prompt with target response r (greedy, chat template):
    the token is fed back, so serving sees what training saw.
 4. Labels for z_t, all from that same context (fp32, temperature 1):
    - sampled:  min(1, p'(z_t) / q'(z_t))         the paper's soft label
-   - expected: sum_v min(p'(v), q'(v)) = 1 - TV   its mean over the draft's proposal
+   - expected: sum_v min(p'(v), q'(v)) = 1 - TV   its mean over the draft's proposal (the
+               default: the head never sees the token, so this is what it can predict)
    - greedy:   argmax p' == argmax q'             acceptance when decoding greedily
    z_t was sampled under r's context, not z's; where earlier tokens differ this is a
    small bias in `sampled` only (`expected` has none): a knowing simplification that

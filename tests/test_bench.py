@@ -118,3 +118,29 @@ def test_cli_writes_json_table_and_png(tmp_path):
     assert all(r["identical"] for r in doc["runs"])
     assert "| sequential fixed:4 |" in (tmp_path / "tiny.md").read_text()
     assert (tmp_path / "tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_transport_both_runs_grpc_beside_inprocess(tmp_path):
+    """--transport both: the local stack answers the same configuration; greedy tokens identical."""
+    app = Typer()
+    app.command()(bench)
+    out = tmp_path / "both.json"
+    result = CliRunner().invoke(app, [
+        "--preset", "tiny", "--cost", "gpu-like", "--transport", "both", "--modes", "sequential",
+        "--policies", "fixed:4", "--no-peer", "--max-new-tokens", "6", "--limit", "1", "--warmup-tokens", "2",
+        "--json", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert doc["transports"] == ["inprocess", "grpc"]
+    runs = {(r["config"], r["transport"]) for r in doc["runs"]}
+    assert runs == {("autoregressive", "inprocess"), ("autoregressive [grpc]", "grpc"),
+                    ("sequential fixed:4", "inprocess"), ("sequential fixed:4 [grpc]", "grpc")}
+    assert all(r["tokens"] == 6 and r["identical"] is True for r in doc["runs"])
+    grpc = [r for r in doc["runs"] if r["transport"] == "grpc"]
+    assert all(r["stats"]["network_s"] >= 0 and r["stats"]["rounds"] > 0 for r in grpc)
+    rows = {r["name"]: r for r in doc["summary"]["transport"]}
+    assert set(rows) == {"autoregressive", "sequential fixed:4"}
+    assert rows["sequential fixed:4"]["identical"] is True and rows["sequential fixed:4"]["pairs"] == 1
+    text = (tmp_path / "both.md").read_text()
+    assert "In-process vs gRPC" in text and "n/a (remote)" in text

@@ -46,6 +46,10 @@ def bench(
     chat: Optional[bool] = typer.Option(None, "--chat/--no-chat", help="Chat template (default: on for qwen-coder, "
                                                                        "off for tiny)."),
     warmup_tokens: int = typer.Option(16, help="Tokens of the one warm-up run per configuration."),
+    transport: str = typer.Option("inprocess", help="inprocess (specdec.Engine in this process), grpc (the local "
+                                                    "stack on loopback through specdec.client, the cost profile "
+                                                    "applied in the workers) or both (interleaved per prompt, "
+                                                    "with the transport overhead table)."),
 ):
     """Run modes x policies against the target-alone baseline; print and save tables, JSON and a plot."""
     from specdec.bench import report
@@ -60,8 +64,10 @@ def bench(
         preset=preset, cost=cost_name, modes=_split(modes), policies=_split(policies), draft_length=draft_length,
         max_new_tokens=max_new_tokens, prompts_path=str(prompts), kinds=_split(kinds or ""), limit=limit,
         repeats=repeats, temperature=temperature, dtype=dtype, peer=peer, threads=threads, seed=seed, chat=chat,
-        warmup_tokens=warmup_tokens,
+        warmup_tokens=warmup_tokens, transport=transport,
     )
+    if transport not in ("inprocess", "grpc", "both"):
+        _fail(f"--transport must be inprocess, grpc or both, got {transport!r}")
     if repeats < 1 or max_new_tokens < 1 or (limit is not None and limit < 1):
         _fail("--repeats, --max-new-tokens and --limit must be >= 1")
     json_path = json_path or Path("bench-results") / f"{preset}-{Path(cost_name).stem}.json"

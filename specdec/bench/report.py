@@ -153,17 +153,22 @@ def summarise(raw: dict) -> dict:
     """Medians per configuration and per (configuration, prompt kind); validity."""
     c, c_source = cost_ratio(raw)
     runs = raw["runs"]
-    base = {(r["prompt"], r["repeat"]): r["wall_s"] for r in runs if r["mode"] == "autoregressive"}
+    # speedup against the baseline of the same transport (the peer, in-process, against whichever ran)
+    base = {(_transport(r), r["prompt"], r["repeat"]): r["wall_s"] for r in runs if r["mode"] == "autoregressive"}
+    base_any = {(p, rep): w for (_, p, rep), w in reversed(list(base.items()))}
     names = [cfg["name"] for cfg in raw["configs"]] + (["hf-assisted"] if raw.get("peer") else [])
     configs, per_kind = [], {}
     kinds = list(dict.fromkeys(p["kind"] for p in raw["prompts"]))
     for name in names:
         rs = [r for r in runs if r["config"] == name]
-        derived = [derive(r, base.get((r["prompt"], r["repeat"])), c) for r in rs]
+        derived = [derive(r, base.get((_transport(r), r["prompt"], r["repeat"]),
+                                      base_any.get((r["prompt"], r["repeat"]))), c) for r in rs]
         row = {"name": name, "mode": rs[0]["mode"] if rs else None, "policy": rs[0]["policy"] if rs else None,
-               "draft_length": rs[0]["draft_length"] if rs else None, "runs": len(rs)}
+               "draft_length": rs[0]["draft_length"] if rs else None, "runs": len(rs),
+               "transport": _transport(rs[0]) if rs else "inprocess"}
         row.update({f: _median(d.get(f) for d in derived) for f in FIELDS})
         row["overruns"] = _overruns(r["budget"] for r in rs)
+        row["overruns"]["remote"] = row["transport"] == "grpc"  # the workers' budgets: other processes
         same = [r["identical"] for r in rs if r["identical"] is not None]
         row["identical"] = all(same) if same else None
         row["identical_runs"] = f"{sum(same)}/{len(same)}" if same else None
@@ -181,8 +186,44 @@ def summarise(raw: dict) -> dict:
     return {
         "valid": not invalid, "invalid_reasons": invalid, "not_identical": not_lossless,
         "c": c, "c_source": c_source, "bounds": BOUND_NOTES, "kinds": kinds,
-        "configs": configs, "per_kind": per_kind,
+        "configs": configs, "per_kind": per_kind, "transport": transport_comparison(raw, configs),
     }
+
+
+def _transport(run: dict) -> str:
+    return run.get("transport", "inprocess")
+
+
+def transport_comparison(raw: dict, configs: list[dict]) -> list[dict] | None:
+    """With --transport both: per configuration, the in-process and grpc medians side by side and
+    the network/serialisation overhead share = (grpc wall - in-process wall) / grpc wall, the median
+    over (prompt, repeat) pairs. None unless both transports ran."""
+    if "grpc" not in raw.get("transports", ()) or "inprocess" not in raw.get("transports", ()):
+        return None
+    rows = {r["name"]: r for r in configs}
+    runs = raw["runs"]
+    out = []
+    for cfg in raw["configs"]:
+        if cfg["transport"] != "inprocess":
+            continue
+        name, remote = cfg["name"], cfg["name"] + " [grpc]"
+        local = {(r["prompt"], r["repeat"]): r for r in runs if r["config"] == name}
+        pairs = [(local[(r["prompt"], r["repeat"])], r) for r in runs
+                 if r["config"] == remote and (r["prompt"], r["repeat"]) in local]
+        li, gr = rows.get(name, {}), rows.get(remote, {})
+        out.append({
+            "name": name, "pairs": len(pairs),
+            "inprocess_wall_s": _median(a["wall_s"] for a, _ in pairs),
+            "grpc_wall_s": _median(b["wall_s"] for _, b in pairs),
+            "inprocess_tokens_per_s": li.get("tokens_per_s"), "grpc_tokens_per_s": gr.get("tokens_per_s"),
+            "inprocess_speedup": li.get("speedup"), "grpc_speedup": gr.get("speedup"),
+            "inprocess_tau": li.get("tau"), "grpc_tau": gr.get("tau"),
+            "transport_overhead_share": _median((b["wall_s"] - a["wall_s"]) / b["wall_s"] for a, b in pairs),
+            "inprocess_network_share": li.get("network_share"), "grpc_network_share": gr.get("network_share"),
+            "grpc_overhead_share": gr.get("overhead_share"),
+            "identical": gr.get("identical"), "identical_runs": gr.get("identical_runs"),
+        })
+    return out
 
 
 def _overruns(budgets) -> dict:
@@ -218,8 +259,10 @@ def title(raw: dict, summary: dict) -> str:
         regime = "cost **real** (this machine's compute)"
     n_prompts = len(raw["prompts"])
     sampling = "greedy" if s["temperature"] == 0 else f"temperature {s['temperature']}"
+    transport = s.get("transport", "inprocess")
+    via = "" if transport == "inprocess" else f", transport {transport}"
     return (f"specdec bench: preset `{s['preset']}`, {regime}, {n_prompts} prompts x {s['repeats']} repeat(s) x "
-            f"{s['max_new_tokens']} tokens, {sampling}, {s['dtype']}")
+            f"{s['max_new_tokens']} tokens, {sampling}, {s['dtype']}{via}")
 
 
 def markdown(raw: dict, summary: dict) -> str:
@@ -227,7 +270,9 @@ def markdown(raw: dict, summary: dict) -> str:
     if raw["profile"]:
         if summary["valid"]:
             checked = sum(r["overruns"]["forwards_checked"] for r in summary["configs"])
-            lines.append(f"VALID: none of {checked} timed forwards overran its budget.")
+            remote = " (grpc rows: the workers' budgets are in their own processes, not checked here: n/a (remote))" \
+                if any(r["overruns"].get("remote") for r in summary["configs"]) else ""
+            lines.append(f"VALID: none of {checked} timed in-process forwards overran its budget{remote}.")
         else:
             lines.append(f"**INVALID: {'; '.join(summary['invalid_reasons'])}**")
         lines.append("")
@@ -243,7 +288,7 @@ def markdown(raw: dict, summary: dict) -> str:
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     for r in summary["configs"]:
         o = r["overruns"]
-        overruns = "-" if real else f"{o['draft']}/{o['target']}"
+        overruns = "-" if real else "n/a (remote)" if o.get("remote") else f"{o['draft']}/{o['target']}"
         c_obs = f"| {_f(r['c_observed'])} " if real else ""
         k = "-" if r["draft_length"] is None else str(r["draft_length"])
         lines.append(
@@ -255,7 +300,10 @@ def markdown(raw: dict, summary: dict) -> str:
             f"| {_f(r['efficiency_sd'])} | {_f(r['bound_pearl'], '.2f', 'x')} | {_f(r['efficiency_pearl'])} "
             f"| {overruns} | {r['identical_runs'] or '-'} |"
         )
-    lines += ["", *footnotes(raw, summary), "", per_kind_table(summary), "", _machine_line(raw)]
+    lines += ["", *footnotes(raw, summary), "", per_kind_table(summary), ""]
+    if summary.get("transport"):
+        lines += [transport_table(summary["transport"]), ""]
+    lines.append(_machine_line(raw))
     return "\n".join(lines) + "\n"
 
 
@@ -301,6 +349,28 @@ def footnotes(raw: dict, summary: dict) -> list[str]:
                      f"threshold {p['assistant_confidence_threshold']}; its rounds = target forwards, tau = tokens / "
                      "target forwards.")
     return ["- " + n for n in notes]
+
+
+def transport_table(rows: list[dict]) -> str:
+    head = ("| configuration | wall in-proc | wall grpc | transport overhead | tok/s in-proc | tok/s grpc "
+            "| speedup in-proc | speedup grpc | tau in-proc | tau grpc | network in-proc | network grpc "
+            "| overhead grpc | grpc identical |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        lines.append(
+            f"| {r['name']} | {_f(r['inprocess_wall_s'], '.3f', ' s')} | {_f(r['grpc_wall_s'], '.3f', ' s')} "
+            f"| {_pct(r['transport_overhead_share'])} | {_f(r['inprocess_tokens_per_s'], '.1f')} "
+            f"| {_f(r['grpc_tokens_per_s'], '.1f')} | {_f(r['inprocess_speedup'], '.2f', 'x')} "
+            f"| {_f(r['grpc_speedup'], '.2f', 'x')} | {_f(r['inprocess_tau'])} | {_f(r['grpc_tau'])} "
+            f"| {_pct(r['inprocess_network_share'])} | {_pct(r['grpc_network_share'])} "
+            f"| {_pct(r['grpc_overhead_share'])} | {r['identical_runs'] or '-'} |"
+        )
+    return ("In-process vs gRPC (the local stack: coordinator + 2 worker processes on loopback, the same cost "
+            "profile applied in the workers), medians:\n\n" + "\n".join(lines) + "\n\n"
+            "- transport overhead = median over prompts of (grpc wall - in-process wall) / grpc wall, each pair run "
+            "back to back on the same prompt; network = the request stats' network_s / wall (grpc: the "
+            "coordinator's calls to the workers, outside their model time); speedup against the baseline of the "
+            "same transport; grpc identical = greedy tokens equal to the in-process baseline's.")
 
 
 def per_kind_table(summary: dict) -> str:

@@ -15,6 +15,7 @@ and, in the emulated regime, the ForwardBudget overruns of both endpoints.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
 import statistics
@@ -29,6 +30,7 @@ import torch
 from specdec.bench import DEFAULT_PROMPTS
 from specdec.bench.peer import assisted_generate, peer_settings
 from specdec.bench.report import load_average, machine_info
+from specdec.bench.transport import GRPC_SUFFIX, RemoteRunner, transports_of
 from specdec.cost import CostProfile, ForwardBudget
 from specdec.orchestration import generate as run_request
 from specdec.policies import make_policy
@@ -60,6 +62,7 @@ class BenchSettings:
     seed: int = 0  # the tiny pair's seed, and the base of the per-request seeds
     chat: bool | None = None  # None: the preset's default (instruct qwen-coder: on, tiny: off)
     warmup_tokens: int = 16
+    transport: str = "inprocess"  # inprocess | grpc (the local stack, via the client) | both (interleaved)
 
     @property
     def emulated(self) -> bool:
@@ -281,6 +284,8 @@ class Bench:
         from specdec import Engine
 
         self.settings, self.progress = settings, progress
+        self.transports = transports_of(settings.transport)
+        self.remote: RemoteRunner | None = None
         self.profile = CostProfile.load(settings.cost) if settings.emulated else None
         self.configs = build_matrix(settings)
         self.prompts = load_prompts(settings.prompts_path, settings.kinds, settings.limit)
@@ -347,44 +352,57 @@ class Bench:
             "budget": _budget_since(budgets, {r: (0, 0) for r in budgets}) if budgets else None,
         }
 
-    def run_cell(self, cfg: Configuration, prompt: int, max_new_tokens: int, seed: int) -> dict:
+    def run_cell(self, cfg: Configuration, prompt: int, max_new_tokens: int, seed: int,
+                 transport: str = "inprocess") -> dict:
         ids = self.encoded[prompt]
         if cfg.peer:
             return self.run_peer(ids, max_new_tokens, seed)
+        if transport == "grpc":
+            return self.remote.run(cfg, ids, max_new_tokens, seed)
         return self.run_ours(cfg, ids, max_new_tokens, seed)
 
-    def cells(self) -> list[Configuration]:
-        return list(self.configs) + ([PEER] if self.settings.peer else [])
+    def cells(self) -> list[tuple[Configuration, str]]:
+        """(configuration, transport) in run order: each configuration on every transport in turn
+        (in-process then grpc, so the pair sees the same moment of the machine), the peer last
+        (in-process: it is Hugging Face's loop on the same models)."""
+        cells = [(cfg, t) for cfg in self.configs for t in self.transports]
+        return cells + ([(PEER, "inprocess")] if self.settings.peer else [])
+
+    @staticmethod
+    def cell_name(cfg: Configuration, transport: str) -> str:
+        return cfg.name + (GRPC_SUFFIX if transport == "grpc" else "")
 
     def warm_up(self) -> list[dict]:
         """One short untimed run per configuration on the first prompt; overruns kept apart."""
         tokens = min(self.settings.warmup_tokens, self.settings.max_new_tokens)
         out = []
-        for cfg in self.cells():
+        for cfg, transport in self.cells():
             began = time.perf_counter()
             try:
-                rec = self.run_cell(cfg, 0, tokens, self.seed_for(0, 0))
+                rec = self.run_cell(cfg, 0, tokens, self.seed_for(0, 0), transport)
             except ValueError as exc:
                 raise ValueError(f"configuration {cfg.name!r} cannot run: {exc}") from None
-            out.append({"config": cfg.name, "tokens": len(rec["token_ids"]), "wall_s": time.perf_counter() - began,
+            out.append({"config": self.cell_name(cfg, transport), "transport": transport,
+                        "tokens": len(rec["token_ids"]), "wall_s": time.perf_counter() - began,
                         "budget": rec["budget"]})
         return out
 
     def run_matrix(self) -> list[dict]:
-        """For each repeat and prompt, every configuration in turn: baseline first, peer last."""
+        """For each repeat and prompt, every configuration in turn: baseline first, peer last. Every
+        run is checked against the greedy in-process baseline of its prompt (grpc only: the grpc one)."""
         s, cells = self.settings, self.cells()
         total, runs = s.repeats * len(self.prompts) * len(cells), []
         for repeat in range(s.repeats):
             for p in self.prompts:
                 seed, baseline_ids = self.seed_for(p.index, repeat), None
-                for cfg in cells:
-                    rec = self.run_cell(cfg, p.index, s.max_new_tokens, seed)
+                for cfg, transport in cells:
+                    rec = self.run_cell(cfg, p.index, s.max_new_tokens, seed, transport)
                     ids = rec.pop("token_ids")
-                    if cfg.baseline:
+                    if cfg.baseline and baseline_ids is None:  # the first transport's: in-process if run
                         baseline_ids = ids
                         self.baseline_ids.setdefault(p.index, ids)
                     identical = ids == baseline_ids if s.temperature == 0.0 else None
-                    rec.update(config=cfg.name, mode=cfg.mode, policy=cfg.policy if cfg.uses_policy else None,
+                    rec.update(config=self.cell_name(cfg, transport), transport=transport, mode=cfg.mode, policy=cfg.policy if cfg.uses_policy else None,
                                draft_length=cfg.draft_length if cfg.uses_policy else None, prompt=p.index,
                                kind=p.kind, repeat=repeat, seed=seed, tokens=len(ids), identical=identical,
                                tokens_per_s=len(ids) / rec["wall_s"])
@@ -392,7 +410,7 @@ class Bench:
                     self.progress(_progress_line(len(runs), total, rec))
                     if identical is False:
                         rec["token_ids"] = ids  # kept for diagnosis
-                        self.progress(f"!!! WARNING: {cfg.name} on prompt {p.index} differs from the greedy baseline "
+                        self.progress(f"!!! WARNING: {rec['config']} on prompt {p.index} differs from the greedy baseline "
                                       f"at token {_first_difference(ids, baseline_ids)}: NOT lossless !!!")
         return runs
 
@@ -416,16 +434,26 @@ class Bench:
         self.progress(f"calibrating single forwards (q = {qs}) on prompt 0 ...")
         calibration = {r: calibrate(getattr(self.engine, r), self.encoded[0], qs) for r in ROLES}
         self.baseline_ids: dict[int, list[int]] = {}
-        with self:
+        stack_s = None
+        with contextlib.ExitStack() as scope:
+            if "grpc" in self.transports:
+                self.progress("starting the local stack (draft worker, target worker, coordinator) ...")
+                self.remote = scope.enter_context(RemoteRunner(s))
+                stack_s = self.remote.startup_s
+            scope.enter_context(self)
             self.progress(f"warming up {len(self.cells())} configurations ...")
             warmup = self.warm_up()
             runs = self.run_matrix()
+        self.remote = None
         finished = datetime.datetime.now(datetime.timezone.utc)
         return {
             "settings": asdict(s),
             "regime": "emulated" if self.profile else "real",
             "profile": asdict(self.profile) if self.profile else None,
-            "configs": [asdict(c) | {"name": c.name} for c in self.configs],
+            "transports": list(self.transports),
+            "configs": [asdict(c) | {"name": self.cell_name(c, t), "transport": t}
+                        for c in self.configs for t in self.transports],
+            "stack_startup_s": stack_s,
             "peer": peer_settings(self.engine) if s.peer else None,
             "calibration": {"forward_s": calibration, "reps": 5,
                             "note": "median real seconds of one forward over q new tokens after prompt 0's cache"},
