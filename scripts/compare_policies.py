@@ -5,7 +5,8 @@ length per round and wall time, with SpecDec++'s trained head among them.
         --limit 3 --max-new-tokens 48 --policies fixed:4,adaedl:8,specdecpp:8@0.3,specdecpp:8@0.5,specdecpp:8@0.7
 
 A policy is NAME[:K][@THRESHOLD] (K = k for fixed, k_max for adaedl/specdecpp). Greedy
-runs are checked token for token against the target alone. `specdec bench` is the full
+runs are compared token for token with the target alone (exact in fp32; in bf16 a near-tie
+can flip, and the table says where). `specdec bench` is the full
 benchmark; this script exists because it has no acceptance-head option yet.
 """
 
@@ -27,7 +28,7 @@ def parse_policy(spec: str) -> dict:
 
 
 def run_policy(engine: Engine, prompts: list[str], spec: dict, args, reference: list[list[int]] | None) -> dict:
-    totals = dict(tokens=0, rounds=0, draft_tokens=0, accepted_tokens=0, emitted_tokens=0, wall_s=0.0)
+    totals = dict(tokens=0, rounds=0, draft_tokens=0, accepted_tokens=0, emitted_tokens=0, wall_s=0.0, differs=[])
     for i, prompt in enumerate(prompts):
         began = time.perf_counter()
         out = engine.generate(prompt, max_new_tokens=args.max_new_tokens, mode=args.mode, temperature=args.temperature,
@@ -37,7 +38,10 @@ def run_policy(engine: Engine, prompts: list[str], spec: dict, args, reference: 
         for key in ("rounds", "draft_tokens", "accepted_tokens", "emitted_tokens"):
             totals[key] += getattr(out.stats, key)
         if reference is not None and args.temperature == 0 and out.token_ids != reference[i]:
-            raise AssertionError(f"{spec}: greedy output differs from the target alone on prompt {i}")
+            # bf16: a batched verify forward rounds differently from one-token decoding, so a
+            # near-tie argmax can flip; fp32 is the dtype in which greedy equality is exact
+            first = next(j for j, (a, b) in enumerate(zip(out.token_ids, reference[i])) if a != b)
+            totals["differs"].append(f"prompt {i} from token {first}")
     rounds, drafted = max(totals["rounds"], 1), max(totals["draft_tokens"], 1)
     return dict(totals, tau=totals["emitted_tokens"] / rounds, acceptance_rate=totals["accepted_tokens"] / drafted,
                 mean_draft_length=totals["draft_tokens"] / rounds, tokens_per_s=totals["tokens"] / totals["wall_s"])
@@ -75,14 +79,17 @@ def main() -> None:
 
     print(f"\n{args.preset} ({args.dtype}), {len(prompts)} prompts x {args.max_new_tokens} tokens, "
           f"temperature {args.temperature}, head {args.head}")
-    print("| config | tau | acceptance rate | mean draft length / round | rounds | wall s | tok/s | speedup |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| config | tau | acceptance rate | mean draft length / round | rounds | wall s | tok/s | speedup "
+          "| same tokens as target alone |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         if "tau" in r:
             print(f"| {r['config']} | {r['tau']:.2f} | {r['acceptance_rate']:.1%} | {r['mean_draft_length']:.2f} "
-                  f"| {r['rounds']} | {r['wall_s']:.1f} | {r['tokens_per_s']:.2f} | {baseline_s / r['wall_s']:.2f}x |")
+                  f"| {r['rounds']} | {r['wall_s']:.1f} | {r['tokens_per_s']:.2f} | {baseline_s / r['wall_s']:.2f}x "
+                  f"| {'; '.join(r['differs']) or 'yes'} |")
         else:
-            print(f"| {r['config']} | - | - | - | {r['tokens']} | {r['wall_s']:.1f} | {r['tokens_per_s']:.2f} | 1.00x |")
+            print(f"| {r['config']} | - | - | - | {r['tokens']} | {r['wall_s']:.1f} | {r['tokens_per_s']:.2f} | 1.00x "
+                  "| (reference) |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

@@ -14,6 +14,14 @@ import pytest
 STACK_STARTUP_S = 90.0
 
 
+def pytest_configure(config):
+    """Tiny models on a 2-core box: one intra-op thread is fastest, and it keeps the
+    in-process tests from fighting the worker processes for cores."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def tiny_head_dir(tmp_path_factory):
     """An (untrained, seeded) SpecDec++ acceptance head for the tiny draft, on disk."""
