@@ -1,56 +1,24 @@
 """The draft worker's configuration: one frozen value, built from flags and env vars
-(coordinator/cli.py) and passed down explicitly."""
+(coordinator/cli.py) and passed down explicitly. The fields it shares with the target
+worker are in specdec/pb/worker.py."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from specdec.drafting import DEFAULT_PROPOSAL_TOP_N
-from specdec.pb.security import ServerTLS
-from specdec.telemetry.config import TelemetryConfig
+from specdec.pb.worker import WorkerConfig
 
 DEFAULT_PORT = 50061
 
 
 @dataclass(frozen=True)
-class DraftWorkerConfig:
-    host: str = "127.0.0.1"
+class DraftWorkerConfig(WorkerConfig):
     port: int = DEFAULT_PORT  # 0: any free port
-    preset: str = "qwen-coder"  # tiny | qwen-coder
-    model: str | None = None  # a Hugging Face folder or .gguf to serve instead of the preset's model
-    device: str = "cpu"  # cpu | cuda | cuda:N (specdec/models/placement.py)
-    device_map: str | None = None  # transformers device_map: auto | balanced | ... (layers over GPUs)
-    tp_plan: str | None = None  # transformers tp_plan: auto (torchrun; see placement.py)
-    seed: int = 0  # builds the tiny models; unused by real weights
-    dtype: str = "float32"
-    threads: int | None = None  # torch.set_num_threads; None = torch's default
-    cost_profile: str | None = None  # e.g. gpu-like: hold each forward to a device's latency
-    max_sessions: int = 256  # KV caches held at once (LRU beyond)
-    session_ttl_s: float = 600.0  # idle sessions are dropped after this
-    max_batch: int = 1  # >1: merge concurrent sessions' forwards into one batched forward
-    batch_wait_ms: float = 2.0  # how long a forward waits for others while calls are in flight
     proposal_top_n: int = DEFAULT_PROPOSAL_TOP_N  # N of the sparse proposal q sent per token
     acceptance_head: str | None = None  # folder of a SpecDec++ head (specdec.head); policy specdecpp needs one
-    grace_s: float = 5.0  # drain time on SIGTERM
-    telemetry: TelemetryConfig = TelemetryConfig()  # OTLP endpoint, /metrics port
-    tls: ServerTLS = ServerTLS()  # --tls-cert/--tls-key (TLS), --tls-ca (clients need certificates)
 
     def __post_init__(self):
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port must be in 0..65535, got {self.port}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads}")
-        if self.max_sessions < 1:
-            raise ValueError(f"max_sessions must be >= 1, got {self.max_sessions}")
-        if not 1 <= self.max_batch <= 256:
-            raise ValueError(f"max_batch must be in 1..256, got {self.max_batch}")
-        if self.batch_wait_ms < 0:
-            raise ValueError(f"batch_wait_ms must be >= 0, got {self.batch_wait_ms}")
-        if self.session_ttl_s <= 0:
-            raise ValueError(f"session_ttl must be > 0 seconds, got {self.session_ttl_s}")
+        super().__post_init__()
         if self.proposal_top_n < 1:
             raise ValueError(f"proposal_top_n must be >= 1, got {self.proposal_top_n}")
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"

@@ -4,25 +4,19 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
-
 from draft_worker.config import DraftWorkerConfig
 from draft_worker.servicer import DraftWorkerServicer
 from specdec.cost import CostProfile
 from specdec.endpoints import LocalDraft
 from specdec.models.placement import Placement, load_worker_model
 from specdec.models.presets import set_threads
-from specdec.pb import serving
-from specdec.pb.security import ServerSecurity
 from specdec.pb.convert import worker_info_to_pb
-from specdec.pb.telemetry import ServiceTelemetry, worker_interceptors
+from specdec.pb.worker import ERRORS, serve_worker  # noqa: F401  (ERRORS: used by ray_stack, inprocess)
 from specdec.pb.v1 import draft_worker_pb2, draft_worker_pb2_grpc
-from specdec.session import SessionStateLost
 from specdec.telemetry import tracing
 
 
 SERVICE_NAME = draft_worker_pb2.DESCRIPTOR.services_by_name["DraftWorker"].full_name
-ERRORS = {SessionStateLost: grpc.StatusCode.FAILED_PRECONDITION, ValueError: grpc.StatusCode.INVALID_ARGUMENT}
 
 
 def build_servicer(config: DraftWorkerConfig) -> DraftWorkerServicer:
@@ -56,16 +50,8 @@ def build_servicer(config: DraftWorkerConfig) -> DraftWorkerServicer:
 
 async def serve(config: DraftWorkerConfig) -> None:
     servicer = build_servicer(config)
-    registration = (SERVICE_NAME, lambda server: draft_worker_pb2_grpc.add_DraftWorkerServicer_to_server(servicer, server))
-    telemetry = ServiceTelemetry.start(tracing.DRAFT_WORKER, config.telemetry, config.host)
-    interceptors = worker_interceptors(telemetry, "draft", servicer.endpoint.sessions)
-    try:
-        security = ServerSecurity(tls=config.tls, bind_sessions=True)  # sessions belong to their creator
-        await serving.serve(
-            config.address, [registration], ERRORS, config.grace_s, interceptors=interceptors, security=security
-        )
-    finally:
-        telemetry.close()
+    register = draft_worker_pb2_grpc.add_DraftWorkerServicer_to_server
+    await serve_worker(config, "draft", SERVICE_NAME, register, servicer, tracing.DRAFT_WORKER)
 
 
 def run(config: DraftWorkerConfig) -> None:

@@ -145,7 +145,20 @@ class _ModelThread:
         self.executor.submit(self.wrap(session_id, fn))
 
     async def run(self, session_id: str, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.executor, self.wrap(session_id, fn), *args)
+        left = threading.Event()  # the caller was cancelled before the call reached a thread
+
+        def unless_left(*a):
+            if left.is_set():  # e.g. a deadline: running now could re-create a released session
+                return None
+            return fn(*a)
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.wrap(session_id, unless_left), *args
+            )
+        except asyncio.CancelledError:
+            left.set()
+            raise
 
     def release(self, sessions: SessionStore, session_id: str) -> None:
         """Drop a session once the calls already queued for it have run (a cancelled call

@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
-
 from specdec.cost import CostProfile
 from specdec.endpoints import LocalTarget
 from specdec.models.placement import Placement, load_worker_model
 from specdec.models.presets import set_threads
-from specdec.pb import serving
-from specdec.pb.security import ServerSecurity
 from specdec.pb.convert import worker_info_to_pb
-from specdec.pb.telemetry import ServiceTelemetry, worker_interceptors
+from specdec.pb.worker import ERRORS, serve_worker  # noqa: F401  (ERRORS: used by ray_stack, inprocess)
 from specdec.pb.v1 import target_worker_pb2, target_worker_pb2_grpc
-from specdec.session import SessionStateLost
 from specdec.telemetry import tracing
 from target_worker.config import TargetWorkerConfig
 from target_worker.servicer import TargetWorkerServicer
 
 SERVICE_NAME = target_worker_pb2.DESCRIPTOR.services_by_name["TargetWorker"].full_name
-ERRORS = {SessionStateLost: grpc.StatusCode.FAILED_PRECONDITION, ValueError: grpc.StatusCode.INVALID_ARGUMENT}
 
 
 def build_servicer(config: TargetWorkerConfig) -> TargetWorkerServicer:
@@ -48,16 +42,8 @@ def build_servicer(config: TargetWorkerConfig) -> TargetWorkerServicer:
 
 async def serve(config: TargetWorkerConfig) -> None:
     servicer = build_servicer(config)
-    registration = (SERVICE_NAME, lambda server: target_worker_pb2_grpc.add_TargetWorkerServicer_to_server(servicer, server))
-    telemetry = ServiceTelemetry.start(tracing.TARGET_WORKER, config.telemetry, config.host)
-    interceptors = worker_interceptors(telemetry, "target", servicer.endpoint.sessions)
-    try:
-        security = ServerSecurity(tls=config.tls, bind_sessions=True)  # sessions belong to their creator
-        await serving.serve(
-            config.address, [registration], ERRORS, config.grace_s, interceptors=interceptors, security=security
-        )
-    finally:
-        telemetry.close()
+    register = target_worker_pb2_grpc.add_TargetWorkerServicer_to_server
+    await serve_worker(config, "target", SERVICE_NAME, register, servicer, tracing.TARGET_WORKER)
 
 
 def run(config: TargetWorkerConfig) -> None:
