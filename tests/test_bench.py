@@ -61,9 +61,14 @@ def test_per_position_acceptance_counts_only_tested_positions():
 
 
 def test_matrix_and_prompt_parsing():
-    assert parse_policies(["fixed:2", "adaedl"], 6) == [("fixed", 2, "fixed:2"), ("adaedl", 6, "adaedl")]
+    assert parse_policies(["fixed:2", "adaedl"], 6) == [("fixed", 2, None, "fixed:2"), ("adaedl", 6, None, "adaedl")]
+    assert parse_policies(["specdecpp:8@0.3"], 4) == [("specdecpp", 8, 0.3, "specdecpp:8@0.3")]
     with pytest.raises(ValueError, match="policy must be one of"):
         parse_policies(["greedyish"], 4)
+    with pytest.raises(ValueError, match="threshold must be in"):
+        parse_policies(["specdecpp:8@1.5"], 4)
+    with pytest.raises(ValueError, match="after '@' must be a threshold"):
+        parse_policies(["specdecpp@high"], 4)
     names = [c.name for c in build_matrix(BenchSettings(modes=("sequential",), policies=("fixed:4",)))]
     assert names == ["autoregressive", "sequential fixed:4"]  # the baseline always runs, first
     prompts = load_prompts(DEFAULT_PROMPTS)
@@ -144,3 +149,23 @@ def test_transport_both_runs_grpc_beside_inprocess(tmp_path):
     assert rows["sequential fixed:4"]["identical"] is True and rows["sequential fixed:4"]["pairs"] == 1
     text = (tmp_path / "both.md").read_text()
     assert "In-process vs gRPC" in text and "n/a (remote)" in text
+
+
+def test_specdecpp_and_gsd_cells(tiny_head_dir):
+    """policy specdecpp with a head (threshold per cell) and mode gsd with its tree table; no head: a clear error."""
+    with pytest.raises(ValueError, match="needs an acceptance head: pass --acceptance-head"):
+        run_bench(BenchSettings(modes=("sequential",), policies=("specdecpp",)), progress=lambda line: None)
+    settings = BenchSettings(preset="tiny", cost="real", modes=("sequential", "gsd"),
+                             policies=("specdecpp:6@0.3", "specdecpp:6@0.7"), max_new_tokens=8, limit=2,
+                             warmup_tokens=4, peer=False, acceptance_head=tiny_head_dir)
+    raw = run_bench(settings, progress=lambda line: None)
+    summary = summarise(raw)
+    rows = {r["name"]: r for r in summary["configs"]}
+    assert set(rows) == {"autoregressive", "sequential specdecpp:6@0.3", "sequential specdecpp:6@0.7", "gsd"}
+    assert all(r["identical"] is True for r in rows.values())
+    # a lower threshold stops earlier: never more draft tokens per round than the higher one
+    assert rows["sequential specdecpp:6@0.3"]["k_mean"] <= rows["sequential specdecpp:6@0.7"]["k_mean"]
+    assert rows["gsd"]["tree_nodes"] >= 1 and rows["gsd"]["dag_nodes"] >= 1
+    assert rows["sequential specdecpp:6@0.3"]["tree_nodes"] is None
+    text = markdown(raw, summary)
+    assert "GSD trees" in text and "| gsd |" in text

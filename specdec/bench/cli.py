@@ -26,7 +26,9 @@ def bench(
     modes: str = typer.Option("autoregressive,sequential,pearl", help="Comma-separated modes; the autoregressive "
                                                                       "baseline always runs."),
     policies: str = typer.Option("fixed:2,fixed:4,fixed:8,heuristic,adaedl",
-                                 help="Comma-separated policies; fixed:K sets k, a plain name uses --draft-length."),
+                                 help="Comma-separated policies NAME[:K][@THRESHOLD]: fixed:K sets k (k_max for "
+                                      "adaedl/specdecpp), a plain name uses --draft-length; specdecpp:8@0.5 sets "
+                                      "the stop threshold."),
     draft_length: int = typer.Option(4, help="k for plain policy names (fixed k, heuristic start, adaedl k_max)."),
     max_new_tokens: int = typer.Option(64, help="Tokens per run (EOS is ignored, so exactly this many)."),
     prompts: Path = typer.Option(DEFAULT_PROMPTS, help="Prompt set, jsonl lines {\"kind\", \"prompt\"}."),
@@ -50,6 +52,8 @@ def bench(
                                                     "stack on loopback through specdec.client, the cost profile "
                                                     "applied in the workers) or both (interleaved per prompt, "
                                                     "with the transport overhead table)."),
+    acceptance_head: Optional[Path] = typer.Option(None, help="SpecDec++ head folder (specdec train-head): needed "
+                                                              "by policy specdecpp; loaded by the draft worker too."),
 ):
     """Run modes x policies against the target-alone baseline; print and save tables, JSON and a plot."""
     from specdec.bench import report
@@ -65,6 +69,7 @@ def bench(
         max_new_tokens=max_new_tokens, prompts_path=str(prompts), kinds=_split(kinds or ""), limit=limit,
         repeats=repeats, temperature=temperature, dtype=dtype, peer=peer, threads=threads, seed=seed, chat=chat,
         warmup_tokens=warmup_tokens, transport=transport,
+        acceptance_head=str(acceptance_head.expanduser()) if acceptance_head else None,
     )
     if transport not in ("inprocess", "grpc", "both"):
         _fail(f"--transport must be inprocess, grpc or both, got {transport!r}")

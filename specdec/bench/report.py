@@ -132,6 +132,9 @@ def derive(run: dict, baseline_wall: float | None, c: float) -> dict:
         network_share=st["network_s"] / wall, overhead_share=overhead,
         other_share=max(0.0, overhead - st["network_s"] / wall),
     )
+    if run["mode"] == "gsd" and st["rounds"]:  # the tree's size and how much merging saved, per round
+        d.update(tree_nodes=st["tree_nodes"] / st["rounds"], dag_nodes=st["dag_nodes"] / st["rounds"],
+                 merged_nodes=st["merged_nodes"] / st["rounds"])
     a, k = per_position_acceptance(run["verdicts"]), mean_draft_length(run["verdicts"])
     d.update(a=a, k_mean=k)
     if run["mode"] != "autoregressive" and k is not None and a is not None:
@@ -146,7 +149,7 @@ def derive(run: dict, baseline_wall: float | None, c: float) -> dict:
 FIELDS = ("tokens_per_s", "speedup", "rounds", "draft_tokens", "accepted_tokens", "acceptance_rate", "a", "tau",
           "k_mean", "ttft_s", "draft_compute_s", "target_compute_s", "network_s", "draft_share", "target_share",
           "network_share", "overhead_share", "other_share", "draft_step_s", "target_pass_s", "c_observed",
-          "bound_sd", "efficiency_sd", "bound_pearl", "efficiency_pearl")
+          "bound_sd", "efficiency_sd", "bound_pearl", "efficiency_pearl", "tree_nodes", "dag_nodes", "merged_nodes")
 
 
 def summarise(raw: dict) -> dict:
@@ -301,6 +304,8 @@ def markdown(raw: dict, summary: dict) -> str:
             f"| {overruns} | {r['identical_runs'] or '-'} |"
         )
     lines += ["", *footnotes(raw, summary), "", per_kind_table(summary), ""]
+    if any(r["mode"] == "gsd" for r in summary["configs"]):
+        lines += [gsd_table(summary["configs"]), ""]
     if summary.get("transport"):
         lines += [transport_table(summary["transport"]), ""]
     lines.append(_machine_line(raw))
@@ -371,6 +376,19 @@ def transport_table(rows: list[dict]) -> str:
             "back to back on the same prompt; network = the request stats' network_s / wall (grpc: the "
             "coordinator's calls to the workers, outside their model time); speedup against the baseline of the "
             "same transport; grpc identical = greedy tokens equal to the in-process baseline's.")
+
+
+def gsd_table(configs: list[dict]) -> str:
+    """Mode gsd: what one target pass verified, and what merging hypotheses into a DAG saved."""
+    head = "| configuration | tree nodes / round | DAG nodes drafted / round | merged draws / round | tau | speedup |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in configs:
+        if r["mode"] == "gsd":
+            lines.append(f"| {r['name']} | {_f(r['tree_nodes'], '.1f')} | {_f(r['dag_nodes'], '.1f')} "
+                         f"| {_f(r['merged_nodes'], '.1f')} | {_f(r['tau'])} | {_f(r['speedup'], '.2f', 'x')} |")
+    return ("GSD trees (medians per run of the per-round means): tree nodes = the unrolled token tree one target "
+            "pass verifies; DAG nodes = the distinct nodes the draft computed; merged = draws linked to an "
+            "existing node instead of being drafted again.\n\n" + "\n".join(lines))
 
 
 def per_kind_table(summary: dict) -> str:

@@ -63,6 +63,7 @@ class BenchSettings:
     chat: bool | None = None  # None: the preset's default (instruct qwen-coder: on, tiny: off)
     warmup_tokens: int = 16
     transport: str = "inprocess"  # inprocess | grpc (the local stack, via the client) | both (interleaved)
+    acceptance_head: str | None = None  # folder of a SpecDec++ head (specdec train-head): policy specdecpp needs one
 
     @property
     def emulated(self) -> bool:
@@ -80,7 +81,8 @@ class Configuration:
     mode: str
     policy: str = "fixed"  # the baseline runs with fixed:1, which autoregressive never consults
     draft_length: int = 1
-    spec: str = ""  # the --policies item it came from, e.g. "fixed:4" or "adaedl"
+    spec: str = ""  # the --policies item it came from, e.g. "fixed:4", "adaedl" or "specdecpp:8@0.5"
+    threshold: float | None = None  # specdecpp's stop threshold (None: the policy's default)
 
     @property
     def baseline(self) -> bool:
@@ -116,18 +118,24 @@ class Prompt:
 # -- the matrix ---------------------------------------------------------------------
 
 
-def parse_policies(items: Sequence[str], draft_length: int) -> list[tuple[str, int, str]]:
-    """"fixed:4" -> ("fixed", 4, "fixed:4"); a plain name takes `draft_length`."""
+def parse_policies(items: Sequence[str], draft_length: int) -> list[tuple[str, int, float | None, str]]:
+    """"fixed:4" -> ("fixed", 4, None, "fixed:4"); "specdecpp:8@0.5" -> ("specdecpp", 8, 0.5, ...);
+    a plain name takes `draft_length`."""
     out = []
     for item in items:
         spec = item.strip()
-        name, _, k = spec.partition(":")
+        head, _, threshold = spec.partition("@")
+        name, _, k = head.partition(":")
         try:
             k_value = int(k) if k else draft_length
         except ValueError:
             raise ValueError(f"policy {spec!r}: the part after ':' must be a draft length, e.g. fixed:4") from None
-        make_policy(name, k_value)  # raises with the valid choices
-        out.append((name, k_value, spec))
+        try:
+            threshold_value = float(threshold) if threshold else None
+        except ValueError:
+            raise ValueError(f"policy {spec!r}: the part after '@' must be a threshold, e.g. specdecpp:8@0.5") from None
+        make_policy(name, k_value, threshold=threshold_value)  # raises with the valid choices and ranges
+        out.append((name, k_value, threshold_value, spec))
     return out
 
 
@@ -144,7 +152,7 @@ def build_matrix(settings: BenchSettings) -> list[Configuration]:
         if mode in POLICY_FREE_MODES:
             configs.append(Configuration(mode, spec="tree"))
         elif mode != BASELINE.mode:
-            configs += [Configuration(mode, name, k, spec) for name, k, spec in policies]
+            configs += [Configuration(mode, name, k, spec, threshold) for name, k, threshold, spec in policies]
     return configs
 
 
@@ -290,7 +298,11 @@ class Bench:
         self.configs = build_matrix(settings)
         self.prompts = load_prompts(settings.prompts_path, settings.kinds, settings.limit)
         began = time.perf_counter()
-        self.engine = Engine.from_preset(settings.preset, cost=self.profile, dtype=settings.dtype, seed=settings.seed)
+        if settings.acceptance_head is None and any(c.policy == "specdecpp" for c in self.configs if c.uses_policy):
+            raise ValueError("policy specdecpp needs an acceptance head: pass --acceptance-head DIR "
+                             "(train one with `specdec train-head`)")
+        self.engine = Engine.from_preset(settings.preset, cost=self.profile, dtype=settings.dtype, seed=settings.seed,
+                                         acceptance_head=settings.acceptance_head)
         self.load_s = time.perf_counter() - began
         self.encoded = [self.engine.encode(p.text, chat=settings.use_chat) for p in self.prompts]
         self.target = VerdictLog(self.engine.target_endpoint)
@@ -315,7 +327,7 @@ class Bench:
         s = self.settings
         request = self.engine.make_request(
             list(prompt_ids), max_new_tokens=max_new_tokens, temperature=s.temperature, seed=seed,
-            mode=cfg.mode, policy=cfg.policy, draft_length=cfg.draft_length, ignore_eos=True,
+            mode=cfg.mode, policy=cfg.policy, draft_length=cfg.draft_length, threshold=cfg.threshold, ignore_eos=True,
         )
         self.target.verdicts = []
         meters = {r: m.snapshot() for r, m in self.meters.items()}

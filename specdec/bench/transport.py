@@ -47,6 +47,7 @@ class RemoteRunner:
         self.stack = LocalStack(
             preset=settings.preset, seed=settings.seed, dtype=settings.dtype,
             cost_profile=settings.cost if settings.emulated else None, startup_timeout_s=startup_timeout_s,
+            worker_args=("--acceptance-head", settings.acceptance_head) if settings.acceptance_head else (),
         )
         self.client = None
         self.startup_s = None
@@ -70,7 +71,7 @@ class RemoteRunner:
         began = time.perf_counter()
         out = self.client.complete(
             list(prompt_ids), max_new_tokens=max_new_tokens, temperature=s.temperature, seed=seed, mode=cfg.mode,
-            policy=cfg.policy, draft_length=cfg.draft_length, ignore_eos=True,
+            policy=cfg.policy, draft_length=cfg.draft_length, threshold=cfg.threshold, ignore_eos=True,
         )
         wall = time.perf_counter() - began
         return {
