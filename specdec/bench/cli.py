@@ -54,6 +54,8 @@ def bench(
                                                     "with the transport overhead table)."),
     acceptance_head: Optional[Path] = typer.Option(None, help="SpecDec++ head folder (specdec train-head): needed "
                                                               "by policy specdecpp; loaded by the draft worker too."),
+    tree_nodes: Optional[int] = typer.Option(None, help="Mode gsd: nodes per verified tree at most (default 64; "
+                                                        "31 keeps a tree pass within one flat budget of 32 tokens)."),
 ):
     """Run modes x policies against the target-alone baseline; print and save tables, JSON and a plot."""
     from specdec.bench import report
@@ -69,7 +71,7 @@ def bench(
         max_new_tokens=max_new_tokens, prompts_path=str(prompts), kinds=_split(kinds or ""), limit=limit,
         repeats=repeats, temperature=temperature, dtype=dtype, peer=peer, threads=threads, seed=seed, chat=chat,
         warmup_tokens=warmup_tokens, transport=transport,
-        acceptance_head=str(acceptance_head.expanduser()) if acceptance_head else None,
+        acceptance_head=str(acceptance_head.expanduser()) if acceptance_head else None, tree_nodes=tree_nodes,
     )
     if transport not in ("inprocess", "grpc", "both"):
         _fail(f"--transport must be inprocess, grpc or both, got {transport!r}")

@@ -64,6 +64,7 @@ class BenchSettings:
     warmup_tokens: int = 16
     transport: str = "inprocess"  # inprocess | grpc (the local stack, via the client) | both (interleaved)
     acceptance_head: str | None = None  # folder of a SpecDec++ head (specdec train-head): policy specdecpp needs one
+    tree_nodes: int | None = None  # mode gsd: nodes per verified tree at most (None: TreeParams' default)
 
     @property
     def emulated(self) -> bool:
@@ -328,6 +329,7 @@ class Bench:
         request = self.engine.make_request(
             list(prompt_ids), max_new_tokens=max_new_tokens, temperature=s.temperature, seed=seed,
             mode=cfg.mode, policy=cfg.policy, draft_length=cfg.draft_length, threshold=cfg.threshold, ignore_eos=True,
+            tree_nodes=s.tree_nodes,
         )
         self.target.verdicts = []
         meters = {r: m.snapshot() for r, m in self.meters.items()}

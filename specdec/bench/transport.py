@@ -72,6 +72,7 @@ class RemoteRunner:
         out = self.client.complete(
             list(prompt_ids), max_new_tokens=max_new_tokens, temperature=s.temperature, seed=seed, mode=cfg.mode,
             policy=cfg.policy, draft_length=cfg.draft_length, threshold=cfg.threshold, ignore_eos=True,
+            tree_nodes=s.tree_nodes,
         )
         wall = time.perf_counter() - began
         return {
