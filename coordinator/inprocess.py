@@ -98,6 +98,12 @@ class InProcessStack:
         for telemetry in self.telemetry.values():
             telemetry.close()
 
+    @property
+    def workers(self) -> Workers:
+        """The coordinator's worker pool (its replicas and measured speed)."""
+        assert self._workers is not None, "the stack is not started"
+        return self._workers
+
     async def _stop(self) -> None:
         for server in reversed(self._servers):
             await server.stop(0)

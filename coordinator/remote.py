@@ -55,6 +55,7 @@ from specdec.pb.v1 import common_pb2, draft_worker_pb2, draft_worker_pb2_grpc, t
 from specdec.policies import StopRule
 from specdec.sampling import SamplingParams, SparseDist
 from specdec.session import common_prefix
+from specdec.speed import SpeedRatio
 from specdec.telemetry import spans
 from specdec.verifying import Verification
 
@@ -358,6 +359,7 @@ class Workers:
         self._leaving: set[Replica] = set()  # left the pool, still used by a session
         self._closing: set[asyncio.Task] = set()  # channels of departed replicas, closing
         self._releases: set[asyncio.Task] = set()  # sessions released behind their move
+        self.speed = SpeedRatio()  # the workers' measured compute: PEARL's default window
 
     def pick(self, replicas: Sequence[Replica]) -> Replica:
         """The replica with the fewest sessions; among equals, each in turn."""

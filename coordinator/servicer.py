@@ -97,7 +97,7 @@ async def run_request(
     loop = asyncio.create_task(
         generate(
             request, draft, metrics.meter(target, request) if metrics else target,  # per-round counters
-            limits.eos_token_ids, limits.context_length, on_tokens,
+            limits.eos_token_ids, limits.context_length, on_tokens, speed=workers.speed,
         )
     )
     loop.add_done_callback(lambda _: queue.put_nowait(None))

@@ -40,7 +40,10 @@ def generate(
     seed: Optional[int] = typer.Option(None, help="Seed for sampling (reproducible runs)."),
     mode: str = typer.Option("sequential", help="autoregressive | sequential | pearl | gsd"),
     policy: str = typer.Option("adaedl", help="fixed | heuristic | adaedl | specdecpp"),
-    draft_length: int = typer.Option(4, help="k (fixed, heuristic start) or k_max (adaedl, specdecpp)."),
+    draft_length: Optional[int] = typer.Option(
+        None, help="k (fixed, heuristic start), k_max (adaedl, specdecpp) or the pearl window; default 4, "
+                   "and for pearl the measured draft/target speed ratio."
+    ),
     tree_width: Optional[int] = typer.Option(None, help="gsd: children drawn per tree node, at most (default 4)."),
     tree_depth: Optional[int] = typer.Option(None, help="gsd: draft tokens per root path, at most (default 8)."),
     tree_nodes: Optional[int] = typer.Option(None, help="gsd: nodes per draft tree, at most (default 64)."),

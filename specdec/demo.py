@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Optional
 
 import typer
 
@@ -20,7 +21,8 @@ def demo(
     preset: str = typer.Option("qwen-coder", help="Model pair: qwen-coder (real, fetched once) | tiny."),
     mode: str = typer.Option("pearl", help="autoregressive | sequential | pearl"),
     policy: str = typer.Option("adaedl", help="fixed | heuristic | adaedl"),
-    draft_length: int = typer.Option(4, help="k_max / window."),
+    draft_length: Optional[int] = typer.Option(None, help="k_max / window (default: 4; for pearl the coordinator's "
+                                                          "measured draft/target speed ratio)."),
     max_new_tokens: int = typer.Option(96, help="Tokens to generate at most."),
     dtype: str = typer.Option("bfloat16", help="Worker dtype: bfloat16 is faster on CPUs with AVX512-BF16 / AMX."),
 ):

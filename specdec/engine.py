@@ -23,6 +23,7 @@ from specdec.models import DType, check_pair, load_preset
 from specdec.orchestration import generate as run_request
 from specdec.request import GenerationRequest, GenerationResult, parse_mode
 from specdec.sampling import SamplingParams
+from specdec.speed import SpeedRatio
 
 
 class Engine:
@@ -50,6 +51,7 @@ class Engine:
         self.eos_token_ids = list(eos_token_ids) if eos_token_ids is not None else _eos_ids(target, tokenizer)
         self.context_length = int(getattr(target.config, "max_position_embeddings", 32768))
         self.vocab_size = int(target.config.vocab_size)
+        self.speed = SpeedRatio()  # what this engine's requests measured: PEARL's default window
         budget = (lambda role: self.cost.budget(role, preset)) if self.cost else (lambda role: None)
         self.target_endpoint = LocalTarget(target, budget("target"))
         self.draft_endpoint = (
@@ -74,7 +76,7 @@ class Engine:
         seed: int | None = None,
         mode: str = "sequential",
         policy: str = "adaedl",
-        draft_length: int = 4,
+        draft_length: int | None = None,  # None: 4, or in mode pearl the measured speed ratio (engine.speed)
         threshold: float | None = None,
         ignore_eos: bool = False,
         chat: bool = False,
@@ -128,7 +130,8 @@ class Engine:
     async def agenerate(self, prompt, on_tokens=None, **kwargs) -> GenerationResult:
         request = self.make_request(prompt, **kwargs)
         result = await run_request(
-            request, self.draft_endpoint, self.target_endpoint, self.eos_token_ids, self.context_length, on_tokens
+            request, self.draft_endpoint, self.target_endpoint, self.eos_token_ids, self.context_length, on_tokens,
+            speed=self.speed,
         )
         result.text = self.tokenizer.decode(result.token_ids, skip_special_tokens=True)
         return result

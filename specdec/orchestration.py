@@ -20,6 +20,7 @@ from specdec.drafting import DraftToken
 from specdec.endpoints import DraftEndpoint, EndpointUnavailable, TargetEndpoint
 from specdec.policies import DraftLengthPolicy, make_policy
 from specdec.request import FinishReason, GenerationRequest, GenerationResult, Mode, RequestStats
+from specdec.speed import SpeedRatio
 from specdec.telemetry import spans
 
 log = logging.getLogger(__name__)
@@ -95,14 +96,16 @@ class _Clock:
 class Request:
     """One request's state across rounds."""
 
-    def __init__(self, request, draft, target, eos_ids, context_length, on_tokens):
+    def __init__(self, request, draft, target, eos_ids, context_length, on_tokens, speed=None):
         self.req: GenerationRequest = request
         self.draft: DraftEndpoint | None = draft
         self.target: TargetEndpoint = target
         self.params = request.sampling
         self.seed = request.seed if request.seed is not None else rng.fresh_seed()
         self.session_id = uuid.uuid4().hex
-        self.policy: DraftLengthPolicy = make_policy(request.policy, request.draft_length, request.threshold)
+        self.speed: SpeedRatio | None = speed  # shared across requests: PEARL's default window is measured
+        self.draft_length = request.resolved_draft_length(speed)
+        self.policy: DraftLengthPolicy = make_policy(request.policy, self.draft_length, request.threshold)
         eos = frozenset() if request.ignore_eos else frozenset(eos_ids)
         self.out = Output(request, eos | frozenset(request.stop_token_ids), context_length, on_tokens)
         self.stats = RequestStats()
@@ -120,6 +123,8 @@ class Request:
             ended = time.perf_counter()
             span.set_attribute(spans.ACCEPTED_TOKENS, v.verdict.accepted)
         self.clock.add(ended, v.seconds)
+        if self.speed is not None:
+            self.speed.observe_target_pass(v.seconds)
         self.stats.target_compute_s += v.seconds
         self.stats.network_s += max(0.0, ended - began - v.seconds)
         self.stats.rounds += 1
@@ -134,6 +139,8 @@ class Request:
 
     def note_draft(self, token: DraftToken) -> None:
         self.clock.add(time.perf_counter(), token.seconds)
+        if self.speed is not None:
+            self.speed.observe_draft_step(token.seconds)
         self.stats.draft_compute_s += token.seconds
 
     def count_checked(self, matched: bool) -> None:
@@ -233,7 +240,7 @@ class Request:
         self.record_round(span, len(tree), v.verdict.accepted, recovered=not at_leaf, bonus=at_leaf)
 
     async def run(self) -> GenerationResult:
-        with spans.request_span(self.session_id, self.req) as span:
+        with spans.request_span(self.session_id, self.req, self.draft_length) as span:
             result = await self._run()
             spans.record_result(span, result.stats, len(result.token_ids), result.finish_reason.value)
         return result
@@ -279,8 +286,10 @@ async def generate(
     eos_ids: Sequence[int],
     context_length: int,
     on_tokens: OnTokens | None = None,
+    speed: SpeedRatio | None = None,
 ) -> GenerationResult:
-    """Run one request to completion (or cancellation) and return its result."""
+    """Run one request to completion (or cancellation) and return its result. `speed`
+    (shared by the caller's requests) measures the models and sets PEARL's default window."""
     if request.mode is not Mode.AUTOREGRESSIVE and draft is None:
         raise ValueError(f"mode {request.mode.value} needs a draft model")
-    return await Request(request, draft, target, eos_ids, context_length, on_tokens).run()
+    return await Request(request, draft, target, eos_ids, context_length, on_tokens, speed).run()

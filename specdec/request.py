@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, asdict
 from specdec.gsd.tree import TreeParams
 from specdec.policies import PolicyName, make_policy
 from specdec.sampling import SamplingParams
+from specdec.speed import DEFAULT_DRAFT_LENGTH, SpeedRatio
 
 MAX_NEW_TOKENS_LIMIT = 32768
 
@@ -33,7 +34,9 @@ class GenerationRequest:
     seed: int | None = None  # None: a fresh seed, reported in the result
     mode: Mode = Mode.SEQUENTIAL
     policy: str = PolicyName.ADAEDL.value
-    draft_length: int = 4  # k for fixed/heuristic (start), k_max for adaedl/specdecpp, window for pearl
+    # k for fixed/heuristic (start), k_max for adaedl/specdecpp, the window for pearl; None: DEFAULT_DRAFT_LENGTH,
+    # or in mode pearl the measured draft/target speed ratio (specdec/speed.py)
+    draft_length: int | None = None
     threshold: float | None = None  # specdecpp's stop threshold
     ignore_eos: bool = False  # generate exactly max_new_tokens (benchmarks)
     stop_token_ids: tuple[int, ...] = ()
@@ -58,8 +61,17 @@ class GenerationRequest:
         self.sampling.validate()
         if self.seed is not None and not 0 <= self.seed < 2**63:
             raise ValueError(f"seed must be in 0..2**63-1, got {self.seed}")
-        make_policy(self.policy, self.draft_length, self.threshold)  # validates policy/draft_length/threshold
+        k = DEFAULT_DRAFT_LENGTH if self.draft_length is None else self.draft_length
+        make_policy(self.policy, k, self.threshold)  # validates policy, draft_length and threshold
         self.tree.validate()
+
+    def resolved_draft_length(self, speed: SpeedRatio | None) -> int:
+        """The draft length this request runs with: its own, else PEARL's measured window, else the default."""
+        if self.draft_length is not None:
+            return self.draft_length
+        if self.mode is Mode.PEARL and speed is not None:
+            return speed.window()
+        return DEFAULT_DRAFT_LENGTH
 
 
 def parse_mode(mode: str | Mode) -> Mode:

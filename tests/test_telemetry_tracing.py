@@ -94,14 +94,47 @@ def test_pearl_rounds_are_pre_and_post_verify(span_collector, inprocess_stack):
     verifies = [s for s in got if s.attributes.get(names.PHASE) in (names.PRE_VERIFY, names.POST_VERIFY)]
     assert len(rounds) == len(verifies) == completion.stats.rounds
     assert all(_parent(v, by_id) in rounds for v in verifies)
-    assert any(v.attributes[names.PHASE] == names.PRE_VERIFY for v in verifies)
+    assert any(v.attributes[names.PHASE] == names.PRE_VERIFY for v in verifies)  # post-verify: next test
     assert verifies[0].attributes[names.PHASE] == names.PRE_VERIFY  # the first window is one token, verified at once
+    assert request.attributes[names.DRAFT_LENGTH] == 3
     drafts = [s for s in got if s.name == "specdec.draft"]
     assert drafts and all(_parent(d, by_id) is request for d in drafts)  # streams overlap rounds
     assert sum(d.attributes[names.DRAFT_TOKENS] for d in drafts) >= completion.stats.draft_tokens
-    for rollback in (s for s in got if s.name == "specdec.rollback"):
+    # every rejection (a round ending in a recovered token) rolls back once, under the request
+    rollbacks = [s for s in got if s.name == "specdec.rollback"]
+    rejected = [r for r in rounds if r.attributes[names.RECOVERED]]
+    assert rejected and len(rollbacks) == len(rejected)
+    for rollback in rollbacks:
         assert _parent(rollback, by_id) is request and names.DISCARDED_TOKENS in rollback.attributes
-    assert {names.PHASE} <= set(verifies[0].attributes)
+
+
+def test_pearl_post_verifies_while_the_draft_goes_on(span_collector):
+    """With a target pass 20x a draft step (emulated), the draft has the next window ready
+    whenever a pre-verify accepts: those windows are verified in the post-verify phase."""
+    from specdec import Engine
+    from specdec.cost import CostProfile
+
+    engine = Engine.from_preset("tiny", seed=0, cost=CostProfile("test-20x", target_ms=20.0, draft_ms=1.0))
+    span_collector.clear()
+    result = engine.generate(PROMPT, max_new_tokens=24, mode="pearl", policy="fixed", draft_length=3, ignore_eos=True)
+    phases = [s.attributes.get(names.PHASE) for s in span_collector.spans() if s.name.startswith("specdec.")]
+    assert phases.count(names.PRE_VERIFY) + phases.count(names.POST_VERIFY) == result.stats.rounds
+    assert names.POST_VERIFY in phases and names.PRE_VERIFY in phases
+
+
+def test_pearl_without_a_draft_length_runs_the_measured_window(span_collector, inprocess_stack):
+    """The coordinator sets PEARL's default window from its workers' measured speed ratio."""
+    from specdec.speed import SpeedRatio
+
+    speed = SpeedRatio()
+    for _ in range(64):  # as if drafting a token took 10 ms and a verification pass 70 ms
+        speed.observe_draft_step(0.010)
+        speed.observe_target_pass(0.070)
+    inprocess_stack.workers.speed = speed
+    _, got = _request_trace(span_collector, inprocess_stack, mode="pearl", policy="fixed")
+    assert _one(got, "specdec.request").attributes[names.DRAFT_LENGTH] == 7
+    _, got = _request_trace(span_collector, inprocess_stack, mode="sequential", policy="fixed")
+    assert _one(got, "specdec.request").attributes[names.DRAFT_LENGTH] == 4  # other modes: the default k
 
 
 def test_embedded_engine_traces_the_core_alone(span_collector):

@@ -106,12 +106,13 @@ def current(span: trace.Span) -> AbstractContextManager[trace.Span]:
     return trace.use_span(span, end_on_exit=False)
 
 
-def request_span(session_id: str, request) -> AbstractContextManager[trace.Span]:
-    """The span of a whole request (a specdec.request.GenerationRequest), current in the block."""
+def request_span(session_id: str, request, draft_length: int) -> AbstractContextManager[trace.Span]:
+    """The span of a whole request (a specdec.request.GenerationRequest, run with `draft_length`:
+    its own or the resolved default), current in the block."""
     if not enabled():
         return _OFF
     return tracer.start_as_current_span("specdec.request", attributes={
-        SESSION: session_id, MODE: request.mode.value, POLICY: request.policy, DRAFT_LENGTH: request.draft_length,
+        SESSION: session_id, MODE: request.mode.value, POLICY: request.policy, DRAFT_LENGTH: draft_length,
         PROMPT_TOKENS: len(request.prompt_ids), MAX_NEW_TOKENS: request.max_new_tokens,
     })
 
