@@ -218,13 +218,19 @@ def up(
         startup_timeout_s=startup_timeout,
     )
     try:
-        with stack:
-            typer.echo(f"coordinator listening on {stack.address}")
-            typer.echo(f'try: specdec generate --address {stack.address} "def fib(n):"', err=True)
-            wait_until_interrupted(stack)
+        stack.start()
+        typer.echo(f"coordinator listening on {stack.address}")
+        typer.echo(f'try: specdec generate --address {stack.address} "def fib(n):"', err=True)
+        wait_until_interrupted(stack)
     except StackError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1)
+    finally:
+        killed = stack.stop()  # the coordinator drains first, then the workers
+    if killed:
+        typer.echo(f"error: {', '.join(killed)} did not stop within the grace period and had to be killed", err=True)
+        raise typer.Exit(1)
+    typer.echo("stopped: coordinator, draft worker, target worker", err=True)
 
 
 def _up_on_ray(**options) -> None:

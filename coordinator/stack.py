@@ -15,6 +15,7 @@ it. `stack.client_kwargs()` are then the arguments a `Client` needs.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -27,6 +28,8 @@ from pathlib import Path
 HOST = "127.0.0.1"
 # Env vars of the services' security flags: a stack sets them itself (empty = off).
 SECURITY_ENV = ("SPECDEC_TLS_CERT", "SPECDEC_TLS_KEY", "SPECDEC_TLS_CA", "SPECDEC_AUTH_TOKEN", "SPECDEC_AUTH_TOKEN_FILE")
+
+log = logging.getLogger(__name__)
 
 
 class StackError(RuntimeError):
@@ -109,16 +112,20 @@ class Service:
         if self.alive:
             self.process.send_signal(sig)
 
-    def stop(self, grace_s: float = 10.0, sig: int = signal.SIGTERM) -> None:
-        """Signal (unless already done) and wait; SIGKILL after `grace_s`."""
+    def stop(self, grace_s: float = 10.0, sig: int = signal.SIGTERM) -> bool:
+        """Signal (unless already done) and wait; SIGKILL after `grace_s`. False when it had
+        to be killed (it did not stop by itself)."""
         self.terminate(sig)
         if self.process is None:
-            return
+            return True
         try:
             self.process.wait(grace_s)
+            return True
         except subprocess.TimeoutExpired:
+            log.warning("%s did not stop within %.0fs of SIGTERM: killed", self.name, grace_s)
             self.process.kill()
             self.process.wait()
+            return False
 
     def kill(self) -> None:
         """SIGKILL, as a crash would (tests: a worker dies mid-request)."""
@@ -211,14 +218,18 @@ class LocalStack:
             raise
         return self
 
-    def stop(self) -> None:
-        for service in self.services:  # all at once: each takes a second to exit
-            service.terminate()
-        for service in self.services:
-            service.stop()
+    def stop(self) -> list[str]:
+        """The coordinator first (it drains its in-flight requests, which still need the
+        workers), then both workers at once. Returns the services that had to be killed."""
+        killed = []
+        for group in ((self.coordinator,), (self.draft, self.target)):
+            for service in group:
+                service.terminate()
+            killed += [service.name for service in group if not service.stop()]
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+        return killed
 
     def __enter__(self) -> "LocalStack":
         return self.start()
