@@ -210,7 +210,13 @@ def test_a_client_cancelling_mid_stream_leaves_the_servers_serving(channels):
     stream = drafts(raw(draft("bad-d11", rule=common_pb2.StopRule(max_tokens=200))), timeout=30)
     next(stream)
     stream.cancel()
-    _release(channels, {"bad-d11"})
+    with pytest.raises(grpc.RpcError) as caught:
+        list(stream)
+    assert caught.value.code() == grpc.StatusCode.CANCELLED
+    # the draft worker serves the next caller in full
+    after = list(drafts(raw(draft("bad-d12", rule=common_pb2.StopRule(max_tokens=3))), timeout=30))
+    assert after, "the draft worker answered nothing after a cancelled stream"
+    _release(channels, {"bad-d11", "bad-d12"})
 
 
 def _verdict(channels, request: tpb.VerifyRequest):

@@ -66,11 +66,14 @@ def run_concurrently(engine, **kwargs):
 def test_concurrent_requests_in_a_batch_keep_greedy_equality(engines, mode):
     plain, batched = engines
     reference = [plain.generate(p, max_new_tokens=30, mode="autoregressive", ignore_eos=True).token_ids for p in PROMPTS]
-    runner = batched.target_endpoint._thread.runner
-    rows_before, forwards_before = runner.rows, runner.forwards
+    runners = [batched.target_endpoint._thread.runner]
+    if mode != "autoregressive":  # the draft worker batches its drafting forwards likewise
+        runners.append(batched.draft_endpoint._thread.runner)
+    before = [(r.rows, r.forwards) for r in runners]
     outs = run_concurrently(batched, max_new_tokens=30, mode=mode, policy="fixed", draft_length=4)
     assert [o.token_ids for o in outs] == reference
-    assert runner.rows - rows_before > runner.forwards - forwards_before  # forwards really were merged
+    for runner, (rows, forwards) in zip(runners, before):
+        assert runner.rows - rows > runner.forwards - forwards  # forwards really were merged
 
 
 def test_seeded_sampling_is_the_same_batched_or_not(engines):

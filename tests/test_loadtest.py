@@ -9,7 +9,7 @@ import json
 import pytest
 
 from loadtest.__main__ import main
-from loadtest.report import markdown_table, percentile, summarise, write_json
+from loadtest.report import markdown_table, percentile, plot, summarise, write_json
 from loadtest.runner import run_plan
 from loadtest.scenarios import LoadPlan, Prompt, Scenario, check_loopback, interleave, load_prompts
 
@@ -51,7 +51,7 @@ def test_percentiles_interpolate():
     assert percentile(range(101), 95) == 95
 
 
-@pytest.mark.parametrize("scenario,stream", [(Scenario.BURST, True), (Scenario.RAMP, False)])
+@pytest.mark.parametrize("scenario,stream", [(Scenario.BURST, True), (Scenario.RAMP, False), (Scenario.STEADY, True)])
 def test_a_bounded_run_records_every_request(tiny_stack, tmp_path, scenario, stream):
     plan = LoadPlan(
         scenario=scenario, clients=3, requests=5, duration_s=20.0, drain_s=20.0, ramp_s=0.2, stream=stream,
@@ -70,6 +70,8 @@ def test_a_bounded_run_records_every_request(tiny_stack, tmp_path, scenario, str
     write_json(tmp_path / "run.json", [result], {"date": "now"})
     saved = json.loads((tmp_path / "run.json").read_text())
     assert len(saved["runs"][0]["records"]) == 5
+    plot(tmp_path / "run.png", [summary], title="tiny")
+    assert (tmp_path / "run.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_errors_are_counted_by_status_code(tiny_stack):

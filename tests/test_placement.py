@@ -56,6 +56,20 @@ def test_a_saved_folder_loads_with_a_device_map(saved_tiny):
         assert torch.equal(pair.target(ids).logits, target(ids).logits)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here (runs wherever CUDA is available)")
+def test_device_map_auto_spreads_over_the_gpus_and_keeps_greedy_output(saved_tiny):
+    """On a GPU machine: --device-map auto places the target on the GPUs, and its greedy
+    continuation is the CPU model's."""
+    from specdec import Engine
+
+    pair = load_worker_model("target", "tiny", str(saved_tiny / "target"), placement=Placement(device_map="auto"))
+    assert {p.device.type for p in pair.target.parameters()} == {"cuda"}
+    draft, target, tokenizer = tiny_pair(0)
+    on_gpu = Engine(None, pair.target, tokenizer).generate("def add(a, b):", max_new_tokens=24, mode="autoregressive")
+    on_cpu = Engine(None, target, tokenizer).generate("def add(a, b):", max_new_tokens=24, mode="autoregressive")
+    assert on_gpu.token_ids == on_cpu.token_ids
+
+
 def test_presets_still_load_and_refuse_a_device_map():
     pair = load_worker_model("draft", "tiny", placement=Placement(device="cpu"))
     assert pair.target is None and pair.draft is not None
