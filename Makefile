@@ -38,7 +38,7 @@ bench: install
 
 # Bounded load on the tiny local stack: 1, 4 and 16 concurrent clients (<= 48 requests and 60 s + 30 s drain each)
 loadtest: install
-	$(PY) -m loadtest --stack tiny --scenario steady --clients 1,4,16 --requests 48 --duration 60 \
+	$(PY) -m loadtest --stack tiny --scenario steady --clients 1,4,16 --requests 48 --duration 60 --max-batch 16 \
 		--max-new-tokens 64 --fail-on-errors --json bench-results/loadtest-tiny.json \
 		--plot bench-results/loadtest-tiny.png --markdown bench-results/loadtest-tiny.md
 

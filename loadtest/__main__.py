@@ -61,6 +61,8 @@ def parser() -> argparse.ArgumentParser:
                    help="Generate exactly --max-new-tokens (default on: comparable token counts).")
     p.add_argument("--warmup", type=int, default=1, help="Unrecorded requests before each level (default 1).")
     p.add_argument("--cost-profile", default=None, help="--stack: emulate a device's latency (e.g. gpu-like).")
+    p.add_argument("--max-batch", type=int, default=1,
+                   help="--stack: workers merge up to N sessions' forwards into one (default 1: no batching).")
     p.add_argument("--startup-timeout", type=float, default=600.0, help="--stack: s to wait for SERVING.")
     p.add_argument("--json", dest="json_path", help="Write summaries and raw records here.")
     p.add_argument("--plot", dest="plot_path", help="Write a PNG of latency and throughput vs clients here.")
@@ -102,13 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.stack:
         from coordinator.stack import LocalStack
 
-        stack = LocalStack(preset=args.stack, cost_profile=args.cost_profile, startup_timeout_s=args.startup_timeout)
+        stack = LocalStack(preset=args.stack, cost_profile=args.cost_profile, startup_timeout_s=args.startup_timeout,
+                           worker_args=("--max-batch", str(args.max_batch)))
     meta = machine_info()
     results = []
     try:
         with stack if stack is not None else nullcontext():
             address = stack.address if stack is not None else args.address
-            meta.update(address=address, stack=args.stack, cost_profile=args.cost_profile)
+            meta.update(address=address, stack=args.stack, cost_profile=args.cost_profile, max_batch=args.max_batch)
             for plan in plans:
                 print(f"{plan.scenario.value}: {plan.clients} clients, <= {plan.requests} requests, "
                       f"<= {plan.duration_s:.0f}s ...", file=sys.stderr, flush=True)
