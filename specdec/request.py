@@ -61,8 +61,7 @@ class GenerationRequest:
         self.sampling.validate()
         if self.seed is not None and not 0 <= self.seed < 2**63:
             raise ValueError(f"seed must be in 0..2**63-1, got {self.seed}")
-        k = DEFAULT_DRAFT_LENGTH if self.draft_length is None else self.draft_length
-        make_policy(self.policy, k, self.threshold)  # validates policy, draft_length and threshold
+        make_policy(self.policy, self.resolved_draft_length(None), self.threshold)  # policy, draft_length, threshold
         self.tree.validate()
 
     def resolved_draft_length(self, speed: SpeedRatio | None) -> int:
