@@ -4,7 +4,7 @@ PIP     ?= .venv/bin/pip
 PYTEST  ?= .venv/bin/pytest
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test test-slow test-ray demo bench protos certs loadtest clean
+.PHONY: install test test-full test-slow test-ray demo bench protos certs loadtest clean
 
 .venv/.installed: pyproject.toml
 	python3 -m venv .venv
@@ -16,8 +16,13 @@ export PYTHONUNBUFFERED := 1
 
 install: .venv/.installed
 
+# The default suite: under 6 minutes on 2 cores (the fake n-gram pair carries the chi-square checks)
 test: install
 	$(PYTEST) -q -x -p no:cacheprovider
+
+# The statistical checks at full strength on the tiny transformers pair and through the stack (CI runs it too)
+test-full: install
+	$(PYTEST) -q -x -p no:cacheprovider -m full
 
 # The real pair (fetched into ~/.cache/specdec first): greedy equality in every mode
 test-slow: install

@@ -1,5 +1,6 @@
-"""The coordinator: the public gRPC API over the orchestration loop, with remote
-draft/target endpoints, plus the one-command local stack (stack.py) and the CLI.
+"""The coordinator: the public gRPC API over the request loop (specdec.loop), with remote
+draft/target endpoints and worker discovery. `server.start(config)` starts it; the
+launchers (`specdec serve|up`, the stacks) live in specdec.launch.
 
     python -m coordinator --preset tiny --draft 127.0.0.1:50061 --target 127.0.0.1:50071
 """

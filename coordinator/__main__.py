@@ -1,5 +1,5 @@
 """`python -m coordinator [flags]`, the same as `specdec serve coordinator [flags]`."""
 
-from coordinator.cli import main_for_role
+from specdec.launch.cli import main_for_role
 
 main_for_role("coordinator")

@@ -1,12 +1,12 @@
 """The coordinator's configuration: one frozen value, built from flags and env vars
-(coordinator/cli.py) and passed down explicitly."""
+(specdec/launch/cli.py) and passed down explicitly."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from coordinator.discovery import DiscoveryConfig
-from specdec.pb.security import ServerTLS
+from specdec.rpc.security import ServerTLS
 from specdec.telemetry.config import TelemetryConfig
 
 DEFAULT_PORT = 50051

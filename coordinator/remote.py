@@ -1,4 +1,4 @@
-"""Remote draft and target endpoints: the interfaces of specdec.endpoints over gRPC.
+"""Remote draft and target endpoints: the interfaces of specdec.backend.endpoints over gRPC.
 
 One `RemoteDraft` / `RemoteTarget` per request, sharing the channels of a `Workers`
 pool. Each remembers what its worker is known to hold for the session and sends only
@@ -34,11 +34,20 @@ from typing import AsyncIterator, Sequence
 
 import grpc
 
-from specdec.drafting import DraftToken
-from specdec.endpoints import EndpointUnavailable
-from specdec.gsd.tree import DraftTree, TreeParams
+from specdec.backend.endpoints import EndpointUnavailable
+from specdec.core.policies import StopRule
+from specdec.core.sampling import SamplingParams, SparseDist
+from specdec.core.speed import SpeedRatio
+from specdec.core.tree import DraftTree, TreeParams
 from specdec.gsd.verifying import TreeVerification
-from specdec.pb.convert import (
+from specdec.pb.v1 import (
+    common_pb2,
+    draft_worker_pb2,
+    draft_worker_pb2_grpc,
+    target_worker_pb2,
+    target_worker_pb2_grpc,
+)
+from specdec.rpc.convert import (
     draft_token_from_pb,
     draft_tree_from_pb,
     proposal_to_pb,
@@ -49,15 +58,12 @@ from specdec.pb.convert import (
     tree_verification_from_pb,
     verification_from_pb,
 )
-from specdec.pb.security import ChannelTLS, open_aio_channel
-from specdec.pb.session_binding import SessionKeys
-from specdec.pb.v1 import common_pb2, draft_worker_pb2, draft_worker_pb2_grpc, target_worker_pb2, target_worker_pb2_grpc
-from specdec.policies import StopRule
-from specdec.sampling import SamplingParams, SparseDist
-from specdec.session import common_prefix
-from specdec.speed import SpeedRatio
+from specdec.rpc.security import ChannelTLS, open_aio_channel
+from specdec.rpc.session_binding import SessionKeys
+from specdec.runtime.drafting import DraftToken
+from specdec.runtime.session import common_prefix
+from specdec.runtime.verifying import Verification
 from specdec.telemetry import spans
-from specdec.verifying import Verification
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +79,7 @@ GONE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.
 
 class Replica:
     """One worker address: a channel and a stub, shared by all requests. `tls`: dial with
-    TLS; every call carries its session's key (specdec.pb.session_binding)."""
+    TLS; every call carries its session's key (specdec.rpc.session_binding)."""
 
     def __init__(
         self, address: str, stub_class, interceptors: Sequence = (), tls: ChannelTLS | None = None,
@@ -125,7 +131,7 @@ class _Held:
 
 
 class RemoteDraft:
-    """specdec.endpoints.DraftEndpoint over one draft worker (another of `pool`'s once
+    """specdec.backend.endpoints.DraftEndpoint over one draft worker (another of `pool`'s once
     that one leaves the pool)."""
 
     def __init__(self, replica: Replica, pool: "Workers | None" = None):
@@ -221,7 +227,7 @@ class RemoteDraft:
 
 
 class RemoteTarget:
-    """specdec.endpoints.TargetEndpoint over target replicas, starting at `first`. With a
+    """specdec.backend.endpoints.TargetEndpoint over target replicas, starting at `first`. With a
     `pool`, fail-over and departures pick among the pool's replicas of the moment."""
 
     def __init__(

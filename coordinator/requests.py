@@ -8,23 +8,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from specdec.pb.convert import tree_params_from_pb
-from specdec.policies import PolicyName
-from specdec.request import FinishReason, GenerationRequest, Mode, RequestStats
-from specdec.sampling import SamplingParams
+from specdec.models.text import encode_prompt
+from specdec.core.names import DEFAULT_MODE, DEFAULT_POLICY, PolicyName
+from specdec.core.request import FinishReason, GenerationRequest, Mode, RequestStats
+from specdec.core.sampling import SamplingParams
 from specdec.pb.v1 import coordinator_pb2 as pb
+from specdec.rpc.convert import tree_params_from_pb
 
 MAX_STOP_STRINGS = 16
 
 MODES = {
-    pb.MODE_UNSPECIFIED: Mode.SEQUENTIAL,
+    pb.MODE_UNSPECIFIED: DEFAULT_MODE,
     pb.MODE_AUTOREGRESSIVE: Mode.AUTOREGRESSIVE,
     pb.MODE_SEQUENTIAL: Mode.SEQUENTIAL,
     pb.MODE_PEARL: Mode.PEARL,
     pb.MODE_GSD: Mode.GSD,
 }
 POLICIES = {
-    pb.POLICY_UNSPECIFIED: PolicyName.ADAEDL,
+    pb.POLICY_UNSPECIFIED: DEFAULT_POLICY,
     pb.POLICY_FIXED: PolicyName.FIXED,
     pb.POLICY_HEURISTIC: PolicyName.HEURISTIC,
     pb.POLICY_ADAEDL: PolicyName.ADAEDL,
@@ -53,17 +54,6 @@ class ModelLimits:
 class ParsedRequest:
     request: GenerationRequest
     stop: tuple[str, ...]
-
-
-def encode_prompt(tokenizer, prompt: str, chat: bool) -> list[int]:
-    """As specdec.Engine.encode does, so embedded and served runs see the same ids."""
-    if chat and getattr(tokenizer, "chat_template", None):
-        return list(
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True, return_dict=False
-            )
-        )
-    return list(tokenizer(prompt)["input_ids"])
 
 
 def parse_request(msg: pb.GenerateRequest, tokenizer, limits: ModelLimits) -> ParsedRequest:

@@ -14,12 +14,13 @@ from coordinator.metrics import RequestMetrics
 from coordinator.remote import Workers
 from coordinator.requests import ModelLimits, mode_names, policy_names
 from coordinator.servicer import CoordinatorServicer, Overloaded
-from specdec.endpoints import EndpointUnavailable
+from specdec.backend.endpoints import EndpointUnavailable
 from specdec.models.presets import Preset, set_threads
-from specdec.pb import serving
-from specdec.pb.security import ServerSecurity
-from specdec.pb.telemetry import ServiceTelemetry
 from specdec.pb.v1 import coordinator_pb2, coordinator_pb2_grpc
+from specdec.rpc import serving
+from specdec.rpc.security import ServerSecurity
+from specdec.rpc.serving import Running
+from specdec.rpc.telemetry import ServiceTelemetry
 from specdec.telemetry import tracing
 from specdec.telemetry.metrics import CoordinatorMetrics
 
@@ -84,13 +85,19 @@ async def build_servicer(
     return CoordinatorServicer(tokenizer, workers, limits, info, metrics)
 
 
-async def serve(config: CoordinatorConfig) -> None:
+async def start(config: CoordinatorConfig, telemetry: ServiceTelemetry | None = None) -> Running:
+    """Find the workers, ask them what they serve, start serving Coordinator. Every
+    launcher calls this; a `telemetry` passed in stays the launcher's to close."""
     set_threads(config.threads)
-    telemetry = ServiceTelemetry.start(tracing.COORDINATOR, config.telemetry, config.host)
+    owned = telemetry is None
+    if owned:
+        telemetry = ServiceTelemetry.start(tracing.COORDINATOR, config.telemetry, config.host)
     workers = Workers(
         config.draft, config.target, config.target_retry_s, telemetry.client_interceptors(), tls=config.tls.as_client()
     )
     discovery = Discovery.for_config(config, workers)  # dns / kubernetes: keeps `workers` current
+    closers = [telemetry.close] if owned else []
+    closers += [workers.close, discovery.stop]  # run in reverse: discovery first, telemetry last
     try:
         await discovery.start(config.startup_timeout_s)
         metrics = RequestMetrics(CoordinatorMetrics(telemetry.registry), ERRORS)
@@ -98,16 +105,20 @@ async def serve(config: CoordinatorConfig) -> None:
         registration = (
             SERVICE_NAME, lambda server: coordinator_pb2_grpc.add_CoordinatorServicer_to_server(servicer, server)
         )
-        interceptors = telemetry.server_interceptors()
         security = ServerSecurity(tls=config.tls, auth_token=config.auth_token)
-        await serving.serve(
-            config.address, [registration], ERRORS, config.grace_s, interceptors=interceptors, security=security
+        running = await serving.start(
+            config.address, [registration], ERRORS, telemetry.server_interceptors(), security, servicer=servicer
         )
-    finally:
-        await discovery.stop()
-        await workers.close()
-        telemetry.close()
+    except BaseException:
+        for close in reversed(closers):
+            done = close()
+            if asyncio.iscoroutine(done):
+                await done
+        raise
+    running.closers.extend(closers)
+    return running
 
 
 def run(config: CoordinatorConfig) -> None:
-    asyncio.run(serve(config))
+    """Serve until SIGTERM/SIGINT (`specdec serve coordinator`)."""
+    asyncio.run(serving.serve_until_signal(start(config), config.grace_s))

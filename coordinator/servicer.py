@@ -24,10 +24,11 @@ from coordinator.requests import (
     parse_request,
     stats_to_pb,
 )
-from coordinator.text import TextStream
-from specdec.orchestration import generate
-from specdec.pb.v1 import common_pb2, coordinator_pb2 as pb, coordinator_pb2_grpc
-from specdec.request import Mode
+from specdec.models.text import TextStream
+from specdec.core.request import Mode
+from specdec.loop.generate import generate
+from specdec.pb.v1 import common_pb2, coordinator_pb2_grpc
+from specdec.pb.v1 import coordinator_pb2 as pb
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The draft worker: a gRPC DraftWorker service over specdec.endpoints.LocalDraft.
+"""The draft worker: a gRPC DraftWorker service over specdec.backend.local.LocalDraft.
 
     python -m draft_worker --preset tiny --port 50061
 """

@@ -6,15 +6,16 @@ import asyncio
 
 from draft_worker.config import DraftWorkerConfig
 from draft_worker.servicer import DraftWorkerServicer
-from specdec.cost import CostProfile
-from specdec.endpoints import LocalDraft
+from specdec.backend.local import LocalDraft
 from specdec.models.placement import Placement, load_worker_model
 from specdec.models.presets import set_threads
-from specdec.pb.convert import worker_info_to_pb
-from specdec.pb.worker import ERRORS, serve_worker  # noqa: F401  (ERRORS: used by ray_stack, inprocess)
 from specdec.pb.v1 import draft_worker_pb2, draft_worker_pb2_grpc
+from specdec.rpc.convert import worker_info_to_pb
+from specdec.rpc.serving import Running, serve_until_signal
+from specdec.rpc.telemetry import ServiceTelemetry
+from specdec.rpc.worker import start_worker
+from specdec.runtime.cost import CostProfile
 from specdec.telemetry import tracing
-
 
 SERVICE_NAME = draft_worker_pb2.DESCRIPTOR.services_by_name["DraftWorker"].full_name
 
@@ -26,7 +27,7 @@ def build_servicer(config: DraftWorkerConfig) -> DraftWorkerServicer:
     budget = CostProfile.load(config.cost_profile).budget("draft", config.preset) if config.cost_profile else None
     head = None
     if config.acceptance_head:
-        from specdec.head import load_head
+        from specdec.specdecpp.head import load_head
 
         head = load_head(config.acceptance_head, pair.draft)
     endpoint = LocalDraft(
@@ -48,11 +49,14 @@ def build_servicer(config: DraftWorkerConfig) -> DraftWorkerServicer:
     return DraftWorkerServicer(endpoint, describe)
 
 
-async def serve(config: DraftWorkerConfig) -> None:
+async def start(config: DraftWorkerConfig, telemetry: ServiceTelemetry | None = None) -> Running:
+    """Load the draft model and start serving it; every launcher (`specdec serve`, the
+    local, in-process and Ray stacks) calls this."""
     servicer = build_servicer(config)
     register = draft_worker_pb2_grpc.add_DraftWorkerServicer_to_server
-    await serve_worker(config, "draft", SERVICE_NAME, register, servicer, tracing.DRAFT_WORKER)
+    return await start_worker(config, "draft", SERVICE_NAME, register, servicer, tracing.DRAFT_WORKER, telemetry)
 
 
 def run(config: DraftWorkerConfig) -> None:
-    asyncio.run(serve(config))
+    """Serve until SIGTERM/SIGINT (`specdec serve draft`)."""
+    asyncio.run(serve_until_signal(start(config), config.grace_s))

@@ -1,6 +1,6 @@
 """DraftWorker servicer: protobuf in -> LocalDraft -> protobuf out. No maths here.
 
-Errors are mapped by specdec.pb.serving.ErrorInterceptor (see server.py):
+Errors are mapped by specdec.rpc.serving.ErrorInterceptor (see server.py):
 SessionStateLost -> FAILED_PRECONDITION (the coordinator re-prefills), ValueError ->
 INVALID_ARGUMENT.
 """
@@ -10,10 +10,16 @@ from __future__ import annotations
 from contextlib import aclosing
 from typing import AsyncIterator, Callable
 
-from specdec.endpoints import LocalDraft
-from specdec.pb.checks import check_draft_request, check_draft_tree_request
-from specdec.pb.convert import draft_token_to_pb, draft_tree_to_pb, rule_from_pb, sampling_from_pb, tree_params_from_pb
+from specdec.backend.local import LocalDraft
 from specdec.pb.v1 import common_pb2, draft_worker_pb2, draft_worker_pb2_grpc
+from specdec.rpc.checks import check_draft_request, check_draft_tree_request
+from specdec.rpc.convert import (
+    draft_token_to_pb,
+    draft_tree_to_pb,
+    rule_from_pb,
+    sampling_from_pb,
+    tree_params_from_pb,
+)
 
 
 class DraftWorkerServicer(draft_worker_pb2_grpc.DraftWorkerServicer):

@@ -12,7 +12,7 @@ new requests, then a bounded drain. Addresses other than loopback are refused
 unless `--allow-remote` is given.
 """
 
-from loadtest.scenarios import LoadPlan, Scenario, check_loopback, load_prompts
 from loadtest.runner import RequestRecord, RunResult, run_plan
+from loadtest.scenarios import LoadPlan, Scenario, check_loopback, load_prompts
 
 __all__ = ["LoadPlan", "RequestRecord", "RunResult", "Scenario", "check_loopback", "load_prompts", "run_plan"]

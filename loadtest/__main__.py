@@ -19,7 +19,14 @@ from contextlib import nullcontext
 
 from loadtest.report import machine_info, markdown_table, plot, summarise, write_json
 from loadtest.runner import run_plan
-from loadtest.scenarios import DEFAULT_PROMPTS, LoadPlan, Scenario, check_loopback, load_prompts
+from loadtest.scenarios import (
+    DEFAULT_PROMPTS,
+    LoadPlan,
+    Scenario,
+    check_loopback,
+    load_prompts,
+)
+from specdec.core.names import Mode, PolicyName
 
 
 def _levels(text: str) -> list[int]:
@@ -52,8 +59,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stream", dest="stream", action="store_true", default=True, help="Streamed Generate (default).")
     p.add_argument("--unary", dest="stream", action="store_false", help="Unary Complete instead.")
     p.add_argument("--max-new-tokens", type=int, default=64, help="Per request (default 64).")
-    p.add_argument("--mode", choices=["autoregressive", "sequential", "pearl"], default=None, help="Default: server's.")
-    p.add_argument("--policy", choices=["fixed", "heuristic", "adaedl", "specdecpp"], default=None)
+    p.add_argument("--mode", choices=[m.value for m in Mode], default=None, help="Default: the server's.")
+    p.add_argument("--policy", choices=[p.value for p in PolicyName], default=None, help="Default: the server's.")
     p.add_argument("--draft-length", type=int, default=None)
     p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default).")
     p.add_argument("--seed", type=int, default=None, help="Fixed seed for sampled requests.")
@@ -102,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stack = None
     if args.stack:
-        from coordinator.stack import LocalStack
+        from specdec.launch.stack import LocalStack
 
         stack = LocalStack(preset=args.stack, cost_profile=args.cost_profile, startup_timeout_s=args.startup_timeout,
                            worker_args=("--max-batch", str(args.max_batch)))

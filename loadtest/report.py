@@ -5,7 +5,7 @@ Throughput counts successful requests only, over the level's wall time (first re
 sent -> last one ended). Percentiles are over successful requests (linear
 interpolation, numpy's default). Acceptance rate = sum accepted / sum drafted and
 tau = sum emitted / sum rounds over the successful requests' server stats
-(ALGORITHMS.md terms), i.e. token-weighted, not a mean of per-request ratios.
+(docs/algorithms.md terms), i.e. token-weighted, not a mean of per-request ratios.
 """
 
 from __future__ import annotations

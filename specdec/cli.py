@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from specdec.core.names import DEFAULT_MODE, DEFAULT_POLICY, Mode, PolicyName
+
 app = typer.Typer(help="Lossless speculative decoding: embedded or distributed over gRPC.", no_args_is_help=True)
 models_app = typer.Typer(help="Model weights: fetch the real pair into the cache.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -38,8 +40,8 @@ def generate(
     top_k: int = typer.Option(0, help="0 = off."),
     top_p: float = typer.Option(1.0, help="1 = off."),
     seed: Optional[int] = typer.Option(None, help="Seed for sampling (reproducible runs)."),
-    mode: str = typer.Option("sequential", help="autoregressive | sequential | pearl | gsd"),
-    policy: str = typer.Option("adaedl", help="fixed | heuristic | adaedl | specdecpp"),
+    mode: Mode = typer.Option(DEFAULT_MODE.value, help="How to decode (autoregressive: the target alone)."),
+    policy: PolicyName = typer.Option(DEFAULT_POLICY.value, help="How the draft length is chosen."),
     draft_length: Optional[int] = typer.Option(
         None, help="k (fixed, heuristic start), k_max (adaedl, specdecpp) or the pearl window; default 4, "
                    "and for pearl the measured draft/target speed ratio."
@@ -84,7 +86,7 @@ def generate(
     )
     params = dict(
         max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-        mode=mode, policy=policy, draft_length=draft_length, tree_width=tree_width, tree_depth=tree_depth,
+        mode=mode.value, policy=policy.value, draft_length=draft_length, tree_width=tree_width, tree_depth=tree_depth,
         tree_nodes=tree_nodes, sibling_threshold=sibling_threshold, prob_threshold=prob_threshold,
         merge_context=merge_context,
     )
@@ -148,16 +150,16 @@ from specdec.bench.cli import bench  # noqa: E402  (typer-only module: keeps --h
 
 app.command("bench")(bench)
 
-from specdec.head_cli import train_head  # noqa: E402  (typer-only module: keeps --help fast)
+from specdec.specdecpp.cli import train_head  # noqa: E402  (typer-only module: keeps --help fast)
 
 app.command("train-head")(train_head)
 
-from coordinator.cli import serve, up  # noqa: E402  (typer-only module: keeps --help fast)
+from specdec.launch.cli import serve, up  # noqa: E402  (typer-only module: keeps --help fast)
 
 app.command("serve")(serve)
 app.command("up")(up)
 
-from specdec.demo import demo  # noqa: E402
+from specdec.launch.demo import demo  # noqa: E402
 
 app.command("demo")(demo)
 

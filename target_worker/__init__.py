@@ -1,4 +1,4 @@
-"""The target worker: a gRPC TargetWorker service over specdec.endpoints.LocalTarget.
+"""The target worker: a gRPC TargetWorker service over specdec.backend.local.LocalTarget.
 
     python -m target_worker --preset tiny --port 50071
 """

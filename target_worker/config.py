@@ -1,12 +1,12 @@
 """The target worker's configuration: one frozen value, built from flags and env vars
-(coordinator/cli.py) and passed down explicitly. The fields it shares with the draft
-worker are in specdec/pb/worker.py."""
+(specdec/launch/cli.py) and passed down explicitly. The fields it shares with the draft
+worker are in specdec/rpc/worker.py."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from specdec.pb.worker import WorkerConfig
+from specdec.rpc.worker import WorkerConfig
 
 DEFAULT_PORT = 50071
 

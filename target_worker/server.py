@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
-from specdec.cost import CostProfile
-from specdec.endpoints import LocalTarget
+from specdec.backend.local import LocalTarget
 from specdec.models.placement import Placement, load_worker_model
 from specdec.models.presets import set_threads
-from specdec.pb.convert import worker_info_to_pb
-from specdec.pb.worker import ERRORS, serve_worker  # noqa: F401  (ERRORS: used by ray_stack, inprocess)
 from specdec.pb.v1 import target_worker_pb2, target_worker_pb2_grpc
+from specdec.rpc.convert import worker_info_to_pb
+from specdec.rpc.serving import Running, serve_until_signal
+from specdec.rpc.telemetry import ServiceTelemetry
+from specdec.rpc.worker import start_worker
+from specdec.runtime.cost import CostProfile
 from specdec.telemetry import tracing
 from target_worker.config import TargetWorkerConfig
 from target_worker.servicer import TargetWorkerServicer
@@ -40,11 +42,14 @@ def build_servicer(config: TargetWorkerConfig) -> TargetWorkerServicer:
     return TargetWorkerServicer(endpoint, describe)
 
 
-async def serve(config: TargetWorkerConfig) -> None:
+async def start(config: TargetWorkerConfig, telemetry: ServiceTelemetry | None = None) -> Running:
+    """Load the target model and start serving it; every launcher (`specdec serve`, the
+    local, in-process and Ray stacks) calls this."""
     servicer = build_servicer(config)
     register = target_worker_pb2_grpc.add_TargetWorkerServicer_to_server
-    await serve_worker(config, "target", SERVICE_NAME, register, servicer, tracing.TARGET_WORKER)
+    return await start_worker(config, "target", SERVICE_NAME, register, servicer, tracing.TARGET_WORKER, telemetry)
 
 
 def run(config: TargetWorkerConfig) -> None:
-    asyncio.run(serve(config))
+    """Serve until SIGTERM/SIGINT (`specdec serve target`)."""
+    asyncio.run(serve_until_signal(start(config), config.grace_s))

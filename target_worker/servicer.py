@@ -1,6 +1,6 @@
 """TargetWorker servicer: protobuf in -> LocalTarget -> protobuf out. No maths here.
 
-Errors are mapped by specdec.pb.serving.ErrorInterceptor (see server.py):
+Errors are mapped by specdec.rpc.serving.ErrorInterceptor (see server.py):
 SessionStateLost -> FAILED_PRECONDITION (the coordinator re-prefills), ValueError ->
 INVALID_ARGUMENT.
 """
@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from typing import Callable
 
-from specdec.endpoints import LocalTarget
-from specdec.pb.checks import check_verify_request, check_verify_tree_request
-from specdec.pb.convert import (
+from specdec.backend.local import LocalTarget
+from specdec.pb.v1 import common_pb2, target_worker_pb2, target_worker_pb2_grpc
+from specdec.rpc.checks import check_verify_request, check_verify_tree_request
+from specdec.rpc.convert import (
     proposal_from_pb,
     sampling_from_pb,
     tree_from_pb,
     tree_verification_to_pb,
     verification_to_pb,
 )
-from specdec.pb.v1 import common_pb2, target_worker_pb2, target_worker_pb2_grpc
 
 
 class TargetWorkerServicer(target_worker_pb2_grpc.TargetWorkerServicer):

@@ -27,8 +27,8 @@ def tiny_head_dir(tmp_path_factory):
     """An (untrained, seeded) SpecDec++ acceptance head for the tiny draft, on disk."""
     import torch
 
-    from specdec.head import AcceptanceHead, head_meta
     from specdec.models import load_preset
+    from specdec.specdecpp.head import AcceptanceHead, head_meta
 
     draft = load_preset("tiny", seed=0, roles=("draft",)).draft
     with torch.random.fork_rng():  # seeded weights without touching the global RNG
@@ -40,7 +40,7 @@ def tiny_head_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_stack(tiny_head_dir):
     """Draft worker (with the acceptance head), target worker and coordinator, tiny preset."""
-    from coordinator.stack import LocalStack
+    from specdec.launch.stack import LocalStack
 
     with LocalStack(
         preset="tiny", seed=0, startup_timeout_s=STACK_STARTUP_S, worker_args=("--acceptance-head", tiny_head_dir)

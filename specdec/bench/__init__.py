@@ -7,7 +7,7 @@
              the markdown tables, the JSON file and the PNG plot;
 - cli.py     the typer command (`specdec bench --help`).
 
-The rules it follows are BENCHMARKING.md's: same invocation, same prompts, same
+The rules it follows are docs/benchmarking.md's: same invocation, same prompts, same
 max tokens, medians, raw JSON kept, both cost regimes labelled, never a speed
 asserted in a test.
 """

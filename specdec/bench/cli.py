@@ -20,7 +20,7 @@ def _split(value: str) -> tuple[str, ...]:
 def bench(
     preset: str = typer.Option("tiny", help="Model pair: tiny (random, in memory) or qwen-coder (the real pair)."),
     cost: str = typer.Option("gpu-like", help="real (this machine's compute) or gpu-like (the emulated headline "
-                                              "profile, BENCHMARKING.md regime 2)."),
+                                              "profile, docs/benchmarking.md, regime 2)."),
     cost_profile: Optional[str] = typer.Option(None, help="Another named cost profile or a path to its JSON "
                                                           "(emulated regime; overrides --cost)."),
     modes: str = typer.Option("autoregressive,sequential,pearl", help="Comma-separated modes; the autoregressive "

@@ -1,6 +1,6 @@
 """From raw bench runs to figures: analytic bounds, medians, tables, JSON and a plot.
 
-Terms as in ALGORITHMS.md: a round is one target verification pass; tau = emitted
+Terms as in docs/algorithms.md: a round is one target verification pass; tau = emitted
 tokens / rounds; acceptance rate = accepted / drafted. The analytic bounds need the
 i.i.d. per-position acceptance `a` of section 0, which is NOT the acceptance rate (the
 rate also counts the draft tokens after the first rejection, which were never tested):
@@ -24,7 +24,7 @@ from typing import Iterable, Sequence
 SD_BOUND = "(1 - a^(k+1)) / (1 - a) / (k*c + 1)"
 PEARL_BOUND = "(1 - a^(k+1)) / (1 - a) / max(1, k*c)"
 BOUND_NOTES = {
-    "sd": f"vanilla speculative decoding over target-only: {SD_BOUND} (ALGORITHMS.md section 0)",
+    "sd": f"vanilla speculative decoding over target-only: {SD_BOUND} (docs/algorithms.md §0)",
     "pearl": (
         f"PEARL with the draft fully hidden behind verification: {PEARL_BOUND}, i.e. the expected emitted "
         "tokens per target pass, a pass lasting max(1, k*c) target steps (when k draft steps take longer than "
@@ -43,7 +43,7 @@ BOUND_NOTES = {
 }
 
 
-# -- the analytic bounds (ALGORITHMS.md section 0) -----------------------------------
+# -- the analytic bounds (docs/algorithms.md §0) -----------------------------------
 
 
 def expected_emitted(a: float, k: float) -> float:

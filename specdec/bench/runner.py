@@ -31,11 +31,11 @@ from specdec.bench import DEFAULT_PROMPTS
 from specdec.bench.peer import assisted_generate, peer_settings
 from specdec.bench.report import load_average, machine_info
 from specdec.bench.transport import GRPC_SUFFIX, RemoteRunner, transports_of
-from specdec.cost import CostProfile, ForwardBudget
-from specdec.orchestration import generate as run_request
-from specdec.policies import make_policy
-from specdec.request import Mode, parse_mode
-from specdec.session import ModelSession
+from specdec.core.policies import make_policy
+from specdec.core.request import Mode, parse_mode
+from specdec.loop.generate import generate as run_request
+from specdec.runtime.cost import CostProfile, ForwardBudget
+from specdec.runtime.session import ModelSession
 
 Progress = Callable[[str], None]
 ROLES = ("draft", "target")

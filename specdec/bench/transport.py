@@ -1,7 +1,7 @@
 """How a bench run reaches the models: in-process (specdec.Engine's loop, runner.Bench.run_ours)
 or over gRPC through the local stack (`--transport grpc|both`).
 
-`RemoteRunner` brings up `coordinator.stack.LocalStack` (same preset, seed and dtype as
+`RemoteRunner` brings up `specdec.launch.stack.LocalStack` (same preset, seed and dtype as
 the in-process engine, the same cost profile given to the workers, so the costs are
 shaped in the worker processes) and runs one request per call through
 `specdec.client.Client.complete`, the prompt sent as the engine's token ids so both
@@ -41,7 +41,7 @@ class RemoteRunner:
     """The local stack and a client; a context manager. `run(cfg, ids, ...)` -> a run record."""
 
     def __init__(self, settings, startup_timeout_s: float = 180.0):
-        from coordinator.stack import LocalStack
+        from specdec.launch.stack import LocalStack
 
         self.settings = settings
         self.stack = LocalStack(

@@ -16,8 +16,8 @@ from specdec.client import tracing as _tracing
 from specdec.client.client import Deadline, backoff_delay, retryable
 from specdec.client.errors import from_rpc_error
 from specdec.client.types import Chunk, Completion, Info, build_request
-from specdec.pb.security import client_tls, open_aio_channel
 from specdec.pb.v1 import common_pb2, coordinator_pb2_grpc
+from specdec.rpc.security import client_tls, open_aio_channel
 
 
 class AsyncClient:

@@ -17,8 +17,8 @@ import grpc
 from specdec.client import tracing as _tracing
 from specdec.client.errors import from_rpc_error
 from specdec.client.types import Chunk, Completion, Info, build_request
-from specdec.pb.security import client_tls, open_channel
 from specdec.pb.v1 import common_pb2, coordinator_pb2_grpc
+from specdec.rpc.security import client_tls, open_channel
 
 BACKOFF_S = 0.1  # first retry delay; doubles per retry
 MAX_BACKOFF_S = 2.0
@@ -49,7 +49,7 @@ class Client:
     `retries` is how often UNAVAILABLE is retried (with backoff) before any token came.
     `tracing`: a client span per call, its context sent along (None: when an OpenTelemetry
     SDK TracerProvider is installed, or `tracer_provider` is given).
-    Security (specdec.pb.security): `tls_ca` verifies the coordinator's certificate (TLS
+    Security (specdec.rpc.security): `tls_ca` verifies the coordinator's certificate (TLS
     is on when any TLS file is given, or with tls=True and the default roots),
     `client_cert`/`client_key` for mutual TLS, `token` is sent as a bearer token."""
 

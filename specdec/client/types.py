@@ -9,12 +9,14 @@ from dataclasses import asdict, dataclass, fields
 from typing import Sequence
 
 from specdec.client.errors import InvalidRequestError
-from specdec.pb.v1 import common_pb2, coordinator_pb2 as pb
+from specdec.core.names import TREE_KWARGS
+from specdec.pb.v1 import common_pb2
+from specdec.pb.v1 import coordinator_pb2 as pb
 
 
 @dataclass(frozen=True)
 class Stats:
-    """Per-request counters (ALGORITHMS.md terms) and timings; also a read-only mapping,
+    """Per-request counters (docs/algorithms.md terms) and timings; also a read-only mapping,
     so `dict(stats)` and `stats["rounds"]` work."""
 
     tokens: int  # tokens returned
@@ -156,11 +158,11 @@ def build_request(
         top_k=top_k, ignore_eos=ignore_eos, chat=chat, stop=list(stop), max_new_tokens=max_new_tokens,
         temperature=temperature, top_p=top_p, seed=seed, draft_length=draft_length, threshold=threshold,
     )
-    tree = dict(  # SDK kwarg -> TreeParams field
-        tree_width=("width", tree_width), tree_depth=("depth", tree_depth), tree_nodes=("max_nodes", tree_nodes),
-        sibling_threshold=("sibling_threshold", sibling_threshold), prob_threshold=("prob_threshold", prob_threshold),
-        merge_context=("merge_context", merge_context),
+    given = dict(
+        tree_width=tree_width, tree_depth=tree_depth, tree_nodes=tree_nodes, sibling_threshold=sibling_threshold,
+        prob_threshold=prob_threshold, merge_context=merge_context,
     )
+    tree = {kwarg: (TREE_KWARGS[kwarg], value) for kwarg, value in given.items()}  # SDK kwarg -> TreeParams field
     try:
         request = pb.GenerateRequest(
             mode=_enum_value(pb.Mode, "MODE_", "mode", mode),

@@ -26,11 +26,11 @@ from typing import Sequence
 
 import torch
 
-from specdec import rng
-from specdec.gsd.tree import ROOT, DraftTree, TreeParams, branch, without
+from specdec.core import rng
+from specdec.core.sampling import SamplingParams, SparseDist, logits_to_probs, truncate
+from specdec.core.tree import ROOT, DraftTree, TreeParams, branch, without
 from specdec.gsd.tree_session import append_tree
-from specdec.sampling import SamplingParams, SparseDist, logits_to_probs, truncate
-from specdec.session import ModelSession
+from specdec.runtime.session import ModelSession
 
 
 @dataclass(eq=False)

@@ -18,8 +18,13 @@ from typing import Sequence
 
 import torch
 
-from specdec.gsd.tree import ROOT
-from specdec.session import ForwardResult, ModelSession, SessionStateLost, common_prefix
+from specdec.core.tree import ROOT
+from specdec.runtime.session import (
+    ForwardResult,
+    ModelSession,
+    SessionStateLost,
+    common_prefix,
+)
 
 TREE_ROW = -1  # session.tokens entry of a cached row that is not on the linear sequence
 # A target call whose uncached committed tail is longer than this prefills it first

@@ -8,7 +8,7 @@ speculative sampling, SpecInfer / MCSD, for draws without replacement):
 - if every child is rejected, the recovered token is sampled from the final p;
   at a leaf the bonus token is sampled from p.
 The emitted token at every position is then distributed exactly as the target's
-(ALGORITHMS.md section 0). Greedy: follow the child equal to the target's argmax.
+(docs/algorithms.md §0). Greedy: follow the child equal to the target's argmax.
 Randomness: Stream.ACCEPT at (position, sibling index), Stream.RESIDUAL at (position),
 where position is the absolute index of the children being tested; the walk visits
 one node per position, so no key is used twice before its position is committed.
@@ -21,12 +21,12 @@ from typing import Sequence
 
 import torch
 
-from specdec import rng
-from specdec.acceptance import residual
-from specdec.gsd.tree import ROOT, DraftTree, without
+from specdec.core import rng
+from specdec.core.acceptance import residual
+from specdec.core.sampling import SamplingParams, logits_to_probs
+from specdec.core.tree import ROOT, DraftTree, without
 from specdec.gsd.tree_session import forward_tree, keep_path
-from specdec.sampling import SamplingParams, logits_to_probs
-from specdec.session import ModelSession
+from specdec.runtime.session import ModelSession
 
 
 @dataclass(frozen=True)

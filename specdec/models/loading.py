@@ -40,7 +40,7 @@ def _split_gguf(path: Path) -> tuple[str, str | None]:
 
 
 def load_model(path: str | Path, dtype: DType | str = DType.FLOAT32, device: str = "cpu", **kwargs):
-    """A causal LM from a Hugging Face folder or a .gguf file (dequantised; slow, see MODELS.md)."""
+    """A causal LM from a Hugging Face folder or a .gguf file (dequantised; slow, see docs/models.md)."""
     from transformers import AutoModelForCausalLM
 
     folder, gguf = _split_gguf(Path(path).expanduser())
@@ -75,3 +75,17 @@ def check_tokenizers(draft_tokenizer, target_tokenizer) -> None:
         raise ValueError(
             "draft and target tokenizers differ: pick a draft trained with the target's tokenizer"
         )
+
+
+def eos_token_ids_of(model, tokenizer) -> list[int]:
+    """Every id that ends generation: the generation config's, the model config's and the tokenizer's."""
+    ids = set()
+    for source in (getattr(model, "generation_config", None), model.config):
+        value = getattr(source, "eos_token_id", None) if source is not None else None
+        if isinstance(value, int):
+            ids.add(value)
+        elif value:
+            ids.update(value)
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        ids.add(tokenizer.eos_token_id)
+    return sorted(ids)

@@ -6,7 +6,13 @@ import enum
 
 import torch
 
-from specdec.models.loading import DType, ModelPair, check_pair, load_model, load_tokenizer
+from specdec.models.loading import (
+    DType,
+    ModelPair,
+    check_pair,
+    load_model,
+    load_tokenizer,
+)
 from specdec.models.tiny import tiny_pair
 
 

@@ -10,10 +10,14 @@ distribution checks of the sampler meaningful.
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
-from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from transformers import PreTrainedTokenizerFast
+
+if TYPE_CHECKING:
+    from transformers import Qwen2Config
 
 SPECIALS = ["<pad>", "<eos>", "<unk>"]
 CHARS = list(" abcdefghijklmnopqrstuvwxyz0123456789.,:;!?'-()\n\"#$%&*+/<=>@_[]")
@@ -32,6 +36,10 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def tiny_config(vocab_size: int) -> Qwen2Config:
+    from transformers import (
+        Qwen2Config,  # lazily: the tokenizer alone needs no modeling code
+    )
+
     return Qwen2Config(
         vocab_size=vocab_size,
         hidden_size=64,
@@ -49,6 +57,8 @@ def tiny_config(vocab_size: int) -> Qwen2Config:
 
 def tiny_pair(seed: int = 0, draft_noise: float = 0.06, logit_scale: float = 4.0):
     """(draft, target, tokenizer) in fp32, eval mode, deterministic in `seed`."""
+    from transformers import Qwen2ForCausalLM
+
     tokenizer = tiny_tokenizer()
     config = tiny_config(len(tokenizer))
     gen = torch.Generator().manual_seed(seed)

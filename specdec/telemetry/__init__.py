@@ -8,5 +8,5 @@
 - `view`: a span tree as text (`specdec generate --trace`).
 - `config`: `TelemetryConfig`, the flags every service shares.
 
-The gRPC side (interceptors) lives in specdec/pb/telemetry.py and specdec/client/tracing.py.
+The gRPC side (interceptors) lives in specdec/rpc/telemetry.py and specdec/client/tracing.py.
 """

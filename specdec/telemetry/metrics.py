@@ -1,7 +1,7 @@
 """Prometheus metrics, named as vLLM names its own (prefix `specdec:`), one
 CollectorRegistry per service so that several services in one process never clash.
 
-Terms as in ALGORITHMS.md: a *draft* (vLLM's word) is one round, i.e. one target
+Terms as in docs/algorithms.md: a *draft* (vLLM's word) is one round, i.e. one target
 verification pass; `1 + accepted / drafts` is the mean acceptance length (tau).
 Labels stay bounded: mode (4 values), policy (4), finished_reason (3), code (gRPC
 status names), role (draft | target), position (0..MAX_POSITION).
@@ -14,7 +14,14 @@ latency (WorkerMetrics). `serve_metrics` exposes a registry on an HTTP port.
 from __future__ import annotations
 
 import logging
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -131,7 +138,7 @@ class WorkerMetrics:
     """What a worker counts: sessions held (read at scrape time), evictions, forward latency."""
 
     def __init__(self, role: str, sessions=None, registry: CollectorRegistry | None = None):
-        """`sessions`: the worker's specdec.endpoints.SessionStore (len() and .evictions)."""
+        """`sessions`: the worker's specdec.backend.sessions.SessionStore (len() and .evictions)."""
         r = self.registry = registry if registry is not None else new_registry()
         self.role = role
         self.forward = Histogram(

@@ -2,14 +2,14 @@
 (a no-op until an SDK TracerProvider is installed; see tracing.py).
 
     specdec.request                  the whole loop: session, mode, policy, totals
-    ├── specdec.round                one target verification pass (ALGORITHMS.md "round")
+    ├── specdec.round                one target verification pass (docs/algorithms.md "round")
     │   ├── specdec.draft            the draft proposing this round's tokens
     │   └── specdec.verify           the target's verdict (PEARL: pre-verify / post-verify)
     │       └── specdec.re-prefill   a worker that lost the session gets the whole history
     ├── specdec.draft                PEARL: one draft stream, overlapping several rounds
     └── specdec.rollback             PEARL: a rejection cancels the in-flight draft
 
-Attribute names use the terms of ALGORITHMS.md unchanged (draft, accepted, recovered,
+Attribute names use the terms of docs/algorithms.md unchanged (draft, accepted, recovered,
 bonus, round, tau); the same words name the Prometheus metrics.
 """
 
@@ -107,7 +107,7 @@ def current(span: trace.Span) -> AbstractContextManager[trace.Span]:
 
 
 def request_span(session_id: str, request, draft_length: int) -> AbstractContextManager[trace.Span]:
-    """The span of a whole request (a specdec.request.GenerationRequest, run with `draft_length`:
+    """The span of a whole request (a specdec.core.request.GenerationRequest, run with `draft_length`:
     its own or the resolved default), current in the block."""
     if not enabled():
         return _OFF
@@ -118,7 +118,7 @@ def request_span(session_id: str, request, draft_length: int) -> AbstractContext
 
 
 def record_result(span: trace.Span, stats, tokens: int, finish_reason: str | None) -> None:
-    """A request's totals (a specdec.request.RequestStats) on its span."""
+    """A request's totals (a specdec.core.request.RequestStats) on its span."""
     if span.is_recording():
         span.set_attributes({
             TOKENS: tokens, ROUNDS: stats.rounds, DRAFT_TOKENS: stats.draft_tokens,

@@ -28,7 +28,7 @@ if _version_not_supported:
 
 class TargetWorkerStub:
     """Verifies draft tokens for sessions keyed by the coordinator, in one forward pass
-    over [last committed token, d1..dk] (ALGORITHMS.md section 0), or over a GSD token
+    over [last committed token, d1..dk] (docs/algorithms.md §0), or over a GSD token
     tree (section 5).
     """
 
@@ -62,7 +62,7 @@ class TargetWorkerStub:
 
 class TargetWorkerServicer:
     """Verifies draft tokens for sessions keyed by the coordinator, in one forward pass
-    over [last committed token, d1..dk] (ALGORITHMS.md section 0), or over a GSD token
+    over [last committed token, d1..dk] (docs/algorithms.md §0), or over a GSD token
     tree (section 5).
     """
 
@@ -132,7 +132,7 @@ def add_TargetWorkerServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class TargetWorker:
     """Verifies draft tokens for sessions keyed by the coordinator, in one forward pass
-    over [last committed token, d1..dk] (ALGORITHMS.md section 0), or over a GSD token
+    over [last committed token, d1..dk] (docs/algorithms.md §0), or over a GSD token
     tree (section 5).
     """
 

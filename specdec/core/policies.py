@@ -1,0 +1,156 @@
+"""Draft-length policies: when does the draft stop proposing in a round?
+
+A policy is split in two so that drafting never needs a round trip per token:
+- `DraftLengthPolicy` lives with the request (in the coordinator): it holds the
+  adaptive state and, once per round, hands out a `StopRule`; after the target's
+  verdict it `observe`s how many were drafted and accepted.
+- `StopRule` is a small frozen value that travels to the drafter (in-process or a
+  draft worker over gRPC) and is evaluated after every draft token.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from specdec.core.names import PolicyName
+
+ADAEDL_GAMMA = 0.2
+
+
+@dataclass(frozen=True)
+class DraftStep:
+    """What the drafter knows right after drafting its n-th token of the round."""
+
+    n_drafted: int  # tokens drafted so far this round (>= 1)
+    entropy: float  # nats, untempered draft distribution the last token came from
+    p_accept: float | None = None  # acceptance head's P(accepted) for the last token
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """Evaluated by the drafter after each token; stops at `max_tokens` at the latest."""
+
+    max_tokens: int  # hard cap for this round (>= 1)
+    min_tokens: int = 1
+    entropy_lambda: float | None = None  # AdaEDL: stop when 1 - sqrt(gamma * H) < lambda
+    reject_threshold: float | None = None  # SpecDec++: stop when 1 - prod(p_acc) > threshold
+
+    def should_stop(self, step: DraftStep, p_all_accepted: float = 1.0) -> bool:
+        """`p_all_accepted` = product of the head's p_accept over this round's tokens."""
+        if step.n_drafted >= self.max_tokens:
+            return True
+        if step.n_drafted < self.min_tokens:
+            return False
+        if self.entropy_lambda is not None:
+            if 1.0 - math.sqrt(ADAEDL_GAMMA * max(step.entropy, 0.0)) < self.entropy_lambda:
+                return True
+        if self.reject_threshold is not None and 1.0 - p_all_accepted > self.reject_threshold:
+            return True
+        return False
+
+    @property
+    def needs_acceptance_head(self) -> bool:
+        return self.reject_threshold is not None
+
+
+class DraftLengthPolicy:
+    """Per-request policy state. Subclasses override `rule` and maybe `observe`."""
+
+    name: PolicyName
+
+    def rule(self, limit: int) -> StopRule:
+        """The stop rule for the next round; `limit` caps it (tokens left to generate)."""
+        raise NotImplementedError
+
+    def observe(self, drafted: int, accepted: int) -> None:
+        """The target's verdict on the last round."""
+
+
+@dataclass
+class Fixed(DraftLengthPolicy):
+    k: int
+    name = PolicyName.FIXED
+
+    def rule(self, limit: int) -> StopRule:
+        return StopRule(max_tokens=max(1, min(self.k, limit)))
+
+
+@dataclass
+class Heuristic(DraftLengthPolicy):
+    """Hugging Face's schedule: k += 2 when all were accepted, else k = max(1, k - 1)."""
+
+    k: int
+    k_max: int = 32
+    name = PolicyName.HEURISTIC
+
+    def rule(self, limit: int) -> StopRule:
+        return StopRule(max_tokens=max(1, min(self.k, limit)))
+
+    def observe(self, drafted: int, accepted: int) -> None:
+        if drafted == 0:
+            return
+        self.k = min(self.k_max, self.k + 2) if accepted == drafted else max(1, self.k - 1)
+
+
+@dataclass
+class AdaEDL(DraftLengthPolicy):
+    """Entropy-bound early stopping with the adaptive lambda of docs/algorithms.md §2."""
+
+    k_max: int
+    lam: float = 0.6
+    b1: float = 0.5
+    b2: float = 0.9
+    eps: float = 0.01
+    alpha: float = 0.9
+    acceptance_rate: float = field(default=1.0)
+    name = PolicyName.ADAEDL
+
+    def rule(self, limit: int) -> StopRule:
+        return StopRule(max_tokens=max(1, min(self.k_max, limit)), entropy_lambda=self.lam)
+
+    def observe(self, drafted: int, accepted: int) -> None:
+        if drafted == 0:
+            return
+        self.acceptance_rate = self.b1 * self.acceptance_rate + (1 - self.b1) * accepted / drafted
+        if self.acceptance_rate < self.alpha:
+            target = self.lam + self.eps
+        elif accepted != self.k_max:
+            target = self.lam - self.eps
+        else:
+            target = self.lam
+        self.lam = self.b2 * self.lam + (1 - self.b2) * target
+
+
+@dataclass
+class SpecDecPP(DraftLengthPolicy):
+    """SpecDec++: stop once P(some draft token this round is rejected) > threshold."""
+
+    k_max: int = 20
+    k_min: int = 2
+    threshold: float = 0.5
+    name = PolicyName.SPECDECPP
+
+    def rule(self, limit: int) -> StopRule:
+        cap = max(1, min(self.k_max, limit))
+        return StopRule(max_tokens=cap, min_tokens=min(self.k_min, cap), reject_threshold=self.threshold)
+
+
+def make_policy(name: str, draft_length: int, threshold: float | None = None) -> DraftLengthPolicy:
+    """Build a fresh per-request policy; `draft_length` is k (fixed/heuristic start) or k_max."""
+    try:
+        which = PolicyName(name)
+    except ValueError:
+        choices = ", ".join(p.value for p in PolicyName)
+        raise ValueError(f"policy must be one of {choices}; got {name!r}") from None
+    if draft_length < 1 or draft_length > 64:
+        raise ValueError(f"draft_length must be in 1..64, got {draft_length}")
+    if threshold is not None and not (0.0 < threshold < 1.0):
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    if which is PolicyName.FIXED:
+        return Fixed(k=draft_length)
+    if which is PolicyName.HEURISTIC:
+        return Heuristic(k=draft_length)
+    if which is PolicyName.ADAEDL:
+        return AdaEDL(k_max=draft_length)
+    return SpecDecPP(k_max=draft_length, threshold=0.5 if threshold is None else threshold)

@@ -1,0 +1,118 @@
+"""What a caller asks for and what it gets back: typed, validated, transport-free."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from specdec.core.names import DEFAULT_MODE, DEFAULT_POLICY, FinishReason, Mode, PolicyName  # noqa: F401
+from specdec.core.policies import make_policy
+from specdec.core.sampling import SamplingParams
+from specdec.core.speed import DEFAULT_DRAFT_LENGTH, SpeedRatio
+from specdec.core.tree import TreeParams
+
+MAX_NEW_TOKENS_LIMIT = 32768
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt_ids: tuple[int, ...]
+    max_new_tokens: int = 64
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    seed: int | None = None  # None: a fresh seed, reported in the result
+    mode: Mode = DEFAULT_MODE
+    policy: str = DEFAULT_POLICY.value
+    # k for fixed/heuristic (start), k_max for adaedl/specdecpp, the window for pearl; None: DEFAULT_DRAFT_LENGTH,
+    # or in mode pearl the measured draft/target speed ratio (specdec/core/speed.py)
+    draft_length: int | None = None
+    threshold: float | None = None  # specdecpp's stop threshold
+    ignore_eos: bool = False  # generate exactly max_new_tokens (benchmarks)
+    stop_token_ids: tuple[int, ...] = ()
+    tree: TreeParams = field(default_factory=TreeParams)  # mode gsd: how draft trees are grown
+
+    def validate(self, context_length: int | None = None, vocab_size: int | None = None) -> None:
+        """Raise ValueError naming the field and the fix."""
+        if not self.prompt_ids:
+            raise ValueError("prompt is empty: give at least one token")
+        if vocab_size is not None:
+            bad = [t for t in self.prompt_ids if not 0 <= t < vocab_size]
+            if bad:
+                raise ValueError(f"prompt_token_ids has ids outside 0..{vocab_size - 1}: {bad[:5]}")
+        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
+            raise ValueError(f"max_new_tokens must be in 1..{MAX_NEW_TOKENS_LIMIT}, got {self.max_new_tokens}")
+        if context_length is not None and len(self.prompt_ids) >= context_length:
+            raise ValueError(
+                f"prompt is {len(self.prompt_ids)} tokens, the model's context is {context_length}: shorten the prompt"
+            )
+        if not isinstance(self.mode, Mode):
+            raise ValueError(f"mode must be one of {', '.join(m.value for m in Mode)}; got {self.mode!r}")
+        self.sampling.validate()
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be in 0..2**63-1, got {self.seed}")
+        make_policy(self.policy, self.resolved_draft_length(None), self.threshold)  # policy, draft_length, threshold
+        self.tree.validate()
+
+    def resolved_draft_length(self, speed: SpeedRatio | None) -> int:
+        """The draft length this request runs with: its own, else PEARL's measured window, else the default."""
+        if self.draft_length is not None:
+            return self.draft_length
+        if self.mode is Mode.PEARL and speed is not None:
+            return speed.window()
+        return DEFAULT_DRAFT_LENGTH
+
+
+def parse_mode(mode: str | Mode) -> Mode:
+    try:
+        return Mode(mode)
+    except ValueError:
+        raise ValueError(f"mode must be one of {', '.join(m.value for m in Mode)}; got {mode!r}") from None
+
+
+@dataclass
+class RequestStats:
+    """Per-request counters (names as in docs/algorithms.md) and where the time went."""
+
+    rounds: int = 0  # target verification passes
+    draft_tokens: int = 0  # draft tokens sent for verification
+    accepted_tokens: int = 0
+    emitted_tokens: int = 0  # tokens produced by rounds (before truncation at EOS/length)
+    wall_s: float = 0.0
+    time_to_first_token_s: float = 0.0
+    draft_compute_s: float = 0.0
+    target_compute_s: float = 0.0
+    network_s: float = 0.0  # call wall time not spent computing in a worker
+    critical_compute_s: float = 0.0  # union of draft and target compute intervals
+    draft_fallback: bool = False  # the draft failed and the request went on target-only
+    reprefills: int = 0  # worker sessions rebuilt from the coordinator's history
+    tree_nodes: int = 0  # mode gsd: nodes in the verified token trees (= draft_tokens)
+    dag_nodes: int = 0  # mode gsd: distinct nodes the draft drafted (merged sub-DAGs counted once)
+    merged_nodes: int = 0  # mode gsd: draws merged into an existing node instead of drafted anew
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted_tokens / self.draft_tokens if self.draft_tokens else 0.0
+
+    @property
+    def mean_acceptance_length(self) -> float:
+        return self.emitted_tokens / self.rounds if self.rounds else 0.0
+
+    @property
+    def overhead_share(self) -> float:
+        return max(0.0, self.wall_s - self.critical_compute_s) / self.wall_s if self.wall_s else 0.0
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.update(
+            acceptance_rate=self.acceptance_rate,
+            mean_acceptance_length=self.mean_acceptance_length,
+            overhead_share=self.overhead_share,
+        )
+        return d
+
+
+@dataclass
+class GenerationResult:
+    token_ids: list[int]
+    finish_reason: FinishReason
+    stats: RequestStats
+    seed: int
+    text: str = ""

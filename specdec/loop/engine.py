@@ -1,0 +1,182 @@
+"""The embedded engine: the public Python API over the orchestration loop, in one process.
+
+    from specdec import Engine
+    engine = Engine.from_preset("tiny", seed=0)
+    out = engine.generate("def add(a, b):", max_new_tokens=32, mode="pearl")
+    out.text, out.stats.mean_acceptance_length
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import threading
+from typing import Iterator, Sequence
+
+import torch
+
+from specdec.backend.local import LocalDraft, LocalTarget
+from specdec.core.names import DEFAULT_MODE, DEFAULT_POLICY, tree_fields
+from specdec.core.request import GenerationRequest, GenerationResult, parse_mode
+from specdec.core.sampling import SamplingParams
+from specdec.core.speed import SpeedRatio
+from specdec.core.tree import TreeParams
+from specdec.loop.generate import generate as run_request
+from specdec.models import DType, check_pair, load_preset
+from specdec.models.loading import eos_token_ids_of
+from specdec.models.text import TextStream, encode_prompt
+from specdec.runtime.cost import CostProfile
+
+
+class Engine:
+    def __init__(
+        self,
+        draft: torch.nn.Module | None,
+        target: torch.nn.Module,
+        tokenizer,
+        *,
+        cost: CostProfile | str | None = None,
+        preset: str | None = None,
+        eos_token_ids: Sequence[int] | None = None,
+        acceptance_head=None,  # SpecDec++: an AcceptanceHead, or the folder of one (specdec.specdecpp.head.load_head)
+        proposal_top_n: int = 64,
+    ):
+        if draft is not None:
+            check_pair(draft, target)
+        if isinstance(acceptance_head, (str, os.PathLike)):
+            from specdec.specdecpp.head import load_head
+
+            acceptance_head = load_head(acceptance_head, draft)
+        self.draft, self.target, self.tokenizer = draft, target, tokenizer
+        self.preset = preset
+        self.cost = CostProfile.load(cost) if isinstance(cost, str) else cost
+        self.eos_token_ids = list(eos_token_ids) if eos_token_ids is not None else eos_token_ids_of(target, tokenizer)
+        self.context_length = int(getattr(target.config, "max_position_embeddings", 32768))
+        self.vocab_size = int(target.config.vocab_size)
+        self.speed = SpeedRatio()  # what this engine's requests measured: PEARL's default window
+        budget = (lambda role: self.cost.budget(role, preset)) if self.cost else (lambda role: None)
+        self.target_endpoint = LocalTarget(target, budget("target"))
+        self.draft_endpoint = (
+            LocalDraft(draft, budget("draft"), top_n=proposal_top_n, head=acceptance_head) if draft is not None else None
+        )
+
+    @classmethod
+    def from_preset(cls, name: str = "qwen-coder", *, seed: int = 0, dtype: DType | str = "float32", **kwargs):
+        pair = load_preset(name, seed=seed, dtype=dtype)
+        return cls(pair.draft, pair.target, pair.tokenizer, preset=name, **kwargs)
+
+    # -- requests -----------------------------------------------------------------
+
+    def make_request(
+        self,
+        prompt: str | Sequence[int],
+        *,
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        mode: str = DEFAULT_MODE.value,
+        policy: str = DEFAULT_POLICY.value,
+        draft_length: int | None = None,  # None: 4, or in mode pearl the measured speed ratio (engine.speed)
+        threshold: float | None = None,
+        ignore_eos: bool = False,
+        chat: bool = False,
+        tree_width: int | None = None,
+        tree_depth: int | None = None,
+        tree_nodes: int | None = None,
+        sibling_threshold: float | None = None,
+        prob_threshold: float | None = None,
+        merge_context: int | None = None,
+    ) -> GenerationRequest:
+        """Tokenise and validate; raises ValueError naming the bad field.
+        The tree_* / *_threshold / merge_context kwargs shape mode gsd's draft trees
+        (None: the TreeParams default)."""
+        tree = tree_fields(
+            tree_width=tree_width, tree_depth=tree_depth, tree_nodes=tree_nodes, sibling_threshold=sibling_threshold,
+            prob_threshold=prob_threshold, merge_context=merge_context,
+        )
+        request = GenerationRequest(
+            prompt_ids=tuple(self.encode(prompt, chat=chat)),
+            max_new_tokens=max_new_tokens,
+            sampling=SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p),
+            seed=seed,
+            mode=parse_mode(mode),
+            policy=policy,
+            draft_length=draft_length,
+            threshold=threshold,
+            ignore_eos=ignore_eos,
+            tree=TreeParams(**tree),
+        )
+        request.validate(self.context_length, self.vocab_size)
+        return request
+
+    def encode(self, prompt: str | Sequence[int], chat: bool = False) -> list[int]:
+        if isinstance(prompt, str):
+            return encode_prompt(self.tokenizer, prompt, chat)
+        return [int(t) for t in prompt]
+
+    async def agenerate(self, prompt, on_tokens=None, **kwargs) -> GenerationResult:
+        request = self.make_request(prompt, **kwargs)
+        result = await run_request(
+            request, self.draft_endpoint, self.target_endpoint, self.eos_token_ids, self.context_length, on_tokens,
+            speed=self.speed,
+        )
+        if self.tokenizer is not None:  # None: a token-id engine (prompts are ids; no text)
+            result.text = self.tokenizer.decode(result.token_ids, skip_special_tokens=True)
+        return result
+
+    def generate(self, prompt, on_tokens=None, **kwargs) -> GenerationResult:
+        """Generate to completion. `on_tokens(new_ids)` is called as tokens are committed."""
+        return _run_sync(self.agenerate(prompt, on_tokens=on_tokens, **kwargs))
+
+    def stream(self, prompt, **kwargs) -> Iterator[str]:
+        """Yield text deltas as tokens are committed (detokenised incrementally)."""
+        chunks: queue.Queue = queue.Queue()
+        done = object()
+        text = TextStream(self.tokenizer, self.encode(prompt, kwargs.get("chat", False)))
+
+        def on_tokens(new):
+            chunks.put(text.push(new)[0])
+
+        def work():
+            try:
+                result = self.generate(prompt, on_tokens=on_tokens, **kwargs)
+                chunks.put(text.finish())  # a held-back partial character, if any
+                chunks.put(result)
+            except BaseException as exc:
+                chunks.put(exc)
+            chunks.put(done)
+
+        threading.Thread(target=work, daemon=True).start()
+        while (item := chunks.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            if isinstance(item, GenerationResult):
+                self.last_result = item
+                continue
+            if item:
+                yield item
+
+
+def _run_sync(coro):
+    """asyncio.run, also from inside a running loop (notebooks): then on a helper thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("r", _capture(coro)))
+    t.start()
+    t.join()
+    if isinstance(box["r"], BaseException):
+        raise box["r"]
+    return box["r"]
+
+
+def _capture(coro):
+    try:
+        return asyncio.run(coro)
+    except BaseException as exc:
+        return exc

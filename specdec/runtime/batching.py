@@ -1,0 +1,173 @@
+"""Batched forwards across sessions: concurrent calls on one model share one forward.
+
+Sessions of different lengths are merged into one padded batch: each row's cached
+K/V and new tokens are right-aligned, an explicit 4D mask lets every row see only its
+own cache and its own earlier new tokens, and explicit position ids keep each row's
+positions. After the forward the merged cache is split back into the sessions, pads
+dropped. Masked entries add exactly zero attention weight, so a row computes what it
+would alone, up to float summation order.
+
+`BatchingRunner` sits behind `ModelSession.forward`: the calls of many request threads
+(drafting, verifying) arrive concurrently and are merged. It waits for more calls only
+while other calls are in progress (`job()`), so a lone request pays no batching delay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache
+
+from specdec.runtime.cost import ForwardBudget
+from specdec.runtime.session import (
+    ForwardResult,
+    ModelSession,
+    model_device,
+    run_single,
+)
+
+
+@dataclass
+class BatchItem:
+    session: ModelSession
+    fresh: list[int]  # tokens to run after the session's cached ones
+    n_logits: int
+    want_hidden: bool
+    future: Future = field(default_factory=Future)
+
+
+@torch.inference_mode()
+def batched_forward(model: torch.nn.Module, items: list[BatchItem]) -> list[ForwardResult]:
+    """One forward over several sessions; updates each session's cache in place."""
+    began = time.perf_counter()
+    device = model_device(model)
+    B = len(items)
+    cached = [item.session.cache.get_seq_length() for item in items]
+    fresh = [len(item.fresh) for item in items]
+    L, F = max(cached), max(fresh)
+
+    input_ids = torch.zeros(B, F, dtype=torch.long)
+    positions = torch.zeros(B, F, dtype=torch.long)
+    allowed = torch.zeros(B, F, L + F, dtype=torch.bool)
+    causal = torch.tril(torch.ones(F, F, dtype=torch.bool))
+    for b, item in enumerate(items):
+        pad = F - fresh[b]
+        input_ids[b, pad:] = torch.tensor(item.fresh)
+        positions[b, pad:] = torch.arange(cached[b], cached[b] + fresh[b])
+        allowed[b, pad:, L - cached[b] : L] = True  # its own cache
+        allowed[b, pad:, L + pad :] = causal[pad:, pad:]  # its own new tokens, causally
+        allowed[b, :pad, L : L + pad] = torch.eye(pad, dtype=torch.bool)  # pads see themselves (no NaN)
+    dtype = next(model.parameters()).dtype
+    mask = torch.zeros(B, 1, F, L + F, dtype=dtype).masked_fill(~allowed[:, None], torch.finfo(dtype).min)
+
+    merged = DynamicCache()
+    if L > 0:
+        layers = next(item.session.cache.layers for item in items if item.session.cache.get_seq_length())
+        for i, layer in enumerate(layers):
+            shape = (B, *layer.keys.shape[1:2], L, layer.keys.shape[-1])
+            keys, values = layer.keys.new_zeros(shape), layer.values.new_zeros(shape)
+            for b, item in enumerate(items):
+                if cached[b]:
+                    own = item.session.cache.layers[i]
+                    keys[b, :, L - cached[b] :] = own.keys[0]
+                    values[b, :, L - cached[b] :] = own.values[0]
+            merged.update(keys, values, i)
+
+    out = model(
+        input_ids.to(device),
+        attention_mask=mask.to(device),
+        position_ids=positions.to(device),
+        cache=merged,
+        use_cache=True,
+        logits_to_keep=max(item.n_logits for item in items),
+        output_hidden_states=any(item.want_hidden for item in items),
+    )
+    for b, item in enumerate(items):
+        own = DynamicCache()
+        for i, layer in enumerate(merged.layers):
+            rows = torch.cat([torch.arange(L - cached[b], L), torch.arange(L + F - fresh[b], L + F)]).to(device)
+            own.update(layer.keys[b : b + 1, :, rows], layer.values[b : b + 1, :, rows], i)
+        item.session.cache = own
+    seconds = time.perf_counter() - began
+    results = []
+    for b, item in enumerate(items):
+        n = item.n_logits
+        hidden = out.hidden_states[-1][b, -n:] if item.want_hidden else None
+        results.append(ForwardResult(out.logits[b, -n:], hidden, fresh[b], seconds))
+    return results
+
+
+class BatchingRunner:
+    """Merges the forwards of concurrent calls on one model (see the module docstring)."""
+
+    def __init__(self, model: torch.nn.Module, budget: ForwardBudget | None, max_batch: int, wait_s: float):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.model, self.budget = model, budget
+        self.max_batch, self.wait_s = max_batch, wait_s
+        self._pending: list[BatchItem] = []
+        self._active = 0  # calls in progress that will submit forwards
+        self._cv = threading.Condition()
+        self.forwards = 0  # batched forwards run
+        self.rows = 0  # session forwards merged into them
+        threading.Thread(target=self._loop, name="batching-runner", daemon=True).start()
+
+    @contextlib.contextmanager
+    def job(self):
+        """Wrap one call (a whole draft or verification) that will submit forwards."""
+        with self._cv:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._active -= 1
+                self._cv.notify_all()
+
+    def run(self, session: ModelSession, fresh: list[int], n_logits: int, want_hidden: bool) -> ForwardResult:
+        item = BatchItem(session, fresh, n_logits, want_hidden)
+        with self._cv:
+            self._pending.append(item)
+            self._cv.notify_all()
+        return item.future.result()
+
+    def _take_batch(self) -> list[BatchItem]:
+        with self._cv:
+            while not self._pending:
+                self._cv.wait()
+            deadline = time.monotonic() + self.wait_s
+            while len(self._pending) < min(self.max_batch, max(self._active, 1)):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cv.wait(left)
+            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            return batch
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._take_batch()
+            began = time.perf_counter()
+            try:
+                if len(batch) == 1:
+                    item = batch[0]
+                    results = [run_single(item.session, item.fresh, item.n_logits, item.want_hidden)]
+                else:
+                    results = batched_forward(self.model, batch)
+                if self.budget is not None:
+                    self.budget.settle(sum(len(item.fresh) for item in batch), began)
+                    for result in results:
+                        result.seconds = time.perf_counter() - began
+            except BaseException as exc:  # every waiting call learns of it
+                for item in batch:
+                    item.future.set_exception(exc)
+                continue
+            self.forwards += 1
+            self.rows += len(batch)
+            for item, result in zip(batch, results):
+                item.future.set_result(result)

@@ -1,0 +1,120 @@
+"""A model plus the KV cache of one request: extend with tokens, crop back on rejection.
+
+The session is told the sequence it should hold (`start` + the tokens after it) and
+reuses its cache for the longest common prefix, so rollback after a rejection is
+implicit and the prefix is never recomputed. A caller that does not know what the
+session holds can always send `start=0` and the whole sequence.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from transformers import DynamicCache
+
+from specdec.runtime.cost import ForwardBudget
+
+
+class SessionStateLost(LookupError):
+    """The caller assumed cached tokens this session does not hold (restart, eviction)."""
+
+
+@dataclass
+class ForwardResult:
+    logits: torch.Tensor  # [n_logits, V], model dtype
+    hidden: torch.Tensor | None  # [n_logits, hidden] last hidden state, when asked for
+    new_tokens: int  # tokens actually run through the model
+    seconds: float  # wall time of the forward, including any cost-profile wait
+
+    def __post_init__(self):
+        # the maths after a forward (sampling, acceptance, sparse q) runs on CPU tensors;
+        # a no-op for a model on CPU, one copy of [n_logits, V] for one on a GPU
+        self.logits = self.logits.cpu()
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where inputs go: the input embeddings' device (right under device_map too)."""
+    embeddings = getattr(model, "get_input_embeddings", None)
+    if embeddings is not None:
+        return embeddings().weight.device
+    return next(model.parameters(), torch.empty(0)).device
+
+
+@torch.inference_mode()
+def run_single(session: "ModelSession", fresh: list[int], n_logits: int, want_hidden: bool) -> ForwardResult:
+    """The plain forward of `fresh` after the session's cached tokens."""
+    began = time.perf_counter()
+    out = session.model(
+        torch.tensor([fresh], dtype=torch.long, device=model_device(session.model)),
+        cache=session.cache,
+        use_cache=True,
+        logits_to_keep=n_logits,
+        output_hidden_states=want_hidden,
+    )
+    hidden = out.hidden_states[-1][0, -n_logits:] if want_hidden else None
+    return ForwardResult(out.logits[0], hidden, len(fresh), time.perf_counter() - began)
+
+
+class ModelSession:
+    """`runner`, when given, executes the forwards (specdec.runtime.batching merges concurrent
+    sessions' forwards into one); it then owns the cost budget too."""
+
+    def __init__(self, model: torch.nn.Module, budget: ForwardBudget | None = None, runner=None):
+        self.model = model
+        self.budget = budget
+        self.runner = runner
+        self.tokens: list[int] = []  # the tokens whose K/V are in `cache`, in order
+        self.cache = DynamicCache()
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def crop(self, length: int) -> None:
+        """Forget everything after the first `length` tokens."""
+        if length < len(self.tokens):
+            self.cache.crop(length - self.cache.get_seq_length())
+            del self.tokens[length:]
+
+    def forward(
+        self,
+        start: int,
+        tokens: Sequence[int],
+        n_logits: int = 1,
+        want_hidden: bool = False,
+    ) -> ForwardResult:
+        """Make the session hold `self.tokens[:start] + tokens` and return the logits of
+        its last `n_logits` positions (position i predicts token i + 1)."""
+        if start > len(self.tokens):
+            raise SessionStateLost(f"session holds {len(self.tokens)} tokens, caller assumed {start}")
+        total = start + len(tokens)
+        if not 1 <= n_logits <= total:
+            raise ValueError(f"n_logits must be in 1..{total}, got {n_logits}")
+        reuse = start + common_prefix(self.tokens[start:], tokens)
+        reuse = min(reuse, total - n_logits)  # the last n_logits positions must be run
+        sequence = self.tokens[:start] + list(tokens)
+        self.crop(reuse)
+        fresh = sequence[reuse:]
+        if self.runner is not None:
+            out = self.runner.run(self, fresh, n_logits, want_hidden)
+        else:
+            began = time.perf_counter()
+            out = run_single(self, fresh, n_logits, want_hidden)
+            if self.budget is not None:
+                self.budget.settle(len(fresh), began)
+                out.seconds = time.perf_counter() - began
+        self.tokens = sequence
+        return out
+
+    def append(self, tokens: Sequence[int], n_logits: int = 1, want_hidden: bool = False) -> ForwardResult:
+        return self.forward(len(self.tokens), tokens, n_logits, want_hidden)

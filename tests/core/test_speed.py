@@ -1,0 +1,61 @@
+"""speed.py: PEARL's default window is the measured draft/target speed ratio."""
+
+import pytest
+
+from specdec import Engine
+from specdec.core.request import GenerationRequest, Mode
+from specdec.core.speed import DEFAULT_DRAFT_LENGTH, MAX_AUTO_WINDOW, SpeedRatio
+from specdec.runtime.cost import CostProfile
+
+
+def test_window_is_the_median_pass_over_the_median_step():
+    speed = SpeedRatio()
+    assert speed.window() == DEFAULT_DRAFT_LENGTH  # nothing measured yet
+    speed.observe_target_pass(0.030)
+    assert speed.window() == DEFAULT_DRAFT_LENGTH  # one side only
+    for _ in range(5):
+        speed.observe_draft_step(0.005)
+    speed.observe_draft_step(0.500)  # a prefill: the median ignores it
+    speed.observe_target_pass(0.031)
+    speed.observe_target_pass(3.0)
+    assert speed.window() == 6  # 0.031 / 0.005
+    speed.observe_draft_step(0.0)  # not a measurement
+    assert speed.window() == 6
+
+
+def test_window_is_clamped():
+    fast_draft, slow_draft = SpeedRatio(), SpeedRatio()
+    fast_draft.observe_draft_step(0.001)
+    fast_draft.observe_target_pass(1.0)
+    slow_draft.observe_draft_step(1.0)
+    slow_draft.observe_target_pass(0.1)
+    assert fast_draft.window() == MAX_AUTO_WINDOW and slow_draft.window() == 1
+
+
+def test_a_request_without_draft_length_gets_the_window_only_in_pearl():
+    speed = SpeedRatio()
+    speed.observe_draft_step(0.01)
+    speed.observe_target_pass(0.07)
+    pearl = GenerationRequest(prompt_ids=(1, 2), mode=Mode.PEARL)
+    assert pearl.resolved_draft_length(speed) == 7
+    assert pearl.resolved_draft_length(None) == DEFAULT_DRAFT_LENGTH
+    assert GenerationRequest(prompt_ids=(1, 2), mode=Mode.SEQUENTIAL).resolved_draft_length(speed) == DEFAULT_DRAFT_LENGTH
+    assert GenerationRequest(prompt_ids=(1, 2), mode=Mode.PEARL, draft_length=3).resolved_draft_length(speed) == 3
+    with pytest.raises(ValueError, match="draft_length must be in 1..64"):
+        GenerationRequest(prompt_ids=(1, 2), draft_length=0).validate()
+
+
+def test_the_engine_measures_its_models_and_pearl_uses_the_ratio():
+    """Emulated costs 30 ms / 5 ms per forward: after one request the window is 6, and a pearl
+    request that names no draft length drafts windows of 6 (still the target's greedy output)."""
+    engine = Engine.from_preset("tiny", seed=0, cost=CostProfile("test-6x", target_ms=30.0, draft_ms=5.0))
+    prompt = [5, 9, 13, 2, 7]
+    reference = engine.generate(prompt, max_new_tokens=24, mode="autoregressive", ignore_eos=True).token_ids
+    first = engine.generate(prompt, max_new_tokens=24, mode="sequential", policy="fixed", ignore_eos=True)
+    assert first.token_ids == reference
+    assert engine.speed.window() == 6
+    auto = engine.generate(prompt, max_new_tokens=24, mode="pearl", policy="fixed", ignore_eos=True)
+    two = engine.generate(prompt, max_new_tokens=24, mode="pearl", policy="fixed", draft_length=2, ignore_eos=True)
+    assert auto.token_ids == two.token_ids == reference
+    # windows of 6 send more draft tokens per verification pass than windows of 2
+    assert auto.stats.draft_tokens / auto.stats.rounds > two.stats.draft_tokens / two.stats.rounds

@@ -1,0 +1,177 @@
+"""Fast tests of specdec.bench: the bound maths on known numbers and a tiny run of the
+matrix end to end (JSON with every field, the markdown tables, a PNG). No speed is asserted."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from typer import Typer
+from typer.testing import CliRunner
+
+from specdec.bench import DEFAULT_PROMPTS
+from specdec.bench.cli import bench
+from specdec.bench.report import (
+    expected_emitted,
+    markdown,
+    mean_draft_length,
+    pearl_bound,
+    per_position_acceptance,
+    sd_bound,
+    summarise,
+)
+from specdec.bench.runner import (
+    BenchSettings,
+    build_matrix,
+    load_prompts,
+    parse_policies,
+    run_bench,
+)
+
+CONFIG_FIELDS = {
+    "name", "mode", "policy", "draft_length", "runs", "tokens_per_s", "speedup", "rounds", "draft_tokens",
+    "accepted_tokens", "acceptance_rate", "a", "tau", "k_mean", "draft_compute_s", "target_compute_s", "network_s",
+    "draft_share", "target_share", "network_share", "overhead_share", "other_share", "c_observed", "bound_sd",
+    "efficiency_sd", "bound_pearl", "efficiency_pearl", "overruns", "identical", "identical_runs",
+}
+
+
+# -- bounds --------------------------------------------------------------------------
+
+
+def test_sd_bound_on_known_numbers():
+    # a = 0.8, k = 4: (1 - 0.8^5) / 0.2 = 3.3616 tokens per round; c = 0.25: / (4 * 0.25 + 1) = 2
+    assert expected_emitted(0.8, 4) == pytest.approx(3.3616)
+    assert sd_bound(0.8, 4, 0.25) == pytest.approx(1.6808)
+    assert sd_bound(1.0, 4, 0.25) == pytest.approx(5 / 2)  # every draft accepted: k + 1 per round
+    assert sd_bound(0.0, 4, 0.25) == pytest.approx(1 / 2)  # nothing accepted: pure draft overhead
+    assert sd_bound(0.5, 1, 0.0) == pytest.approx(1.5)  # free draft: 1 + a
+
+
+def test_pearl_bound_hides_the_draft_until_it_is_slower_than_the_target():
+    assert pearl_bound(0.8, 4, 0.25) == pytest.approx(3.3616)  # k*c = 1: fully hidden
+    assert pearl_bound(0.8, 4, 0.5) == pytest.approx(3.3616 / 2)  # k*c = 2: the target waits for the draft
+    assert pearl_bound(0.8, 4, 0.25) > sd_bound(0.8, 4, 0.25)
+
+
+def test_per_position_acceptance_counts_only_tested_positions():
+    # rounds (drafted, accepted): all 4 accepted; 2 then a rejection; target-only round ignored
+    verdicts = [(4, 4), (4, 2), (0, 0)]
+    assert per_position_acceptance(verdicts) == pytest.approx(6 / 7)
+    assert mean_draft_length(verdicts) == pytest.approx(4.0)
+    assert per_position_acceptance([(0, 0)]) is None
+    # the i.i.d. estimate recovers a from its own expectation: E[accepted | k] = sum a^i
+    a, k = 0.7, 4
+    assert math.isclose(expected_emitted(a, k), 1 + sum(a**i for i in range(1, k + 1)))
+
+
+def test_matrix_and_prompt_parsing():
+    assert parse_policies(["fixed:2", "adaedl"], 6) == [("fixed", 2, None, "fixed:2"), ("adaedl", 6, None, "adaedl")]
+    assert parse_policies(["specdecpp:8@0.3"], 4) == [("specdecpp", 8, 0.3, "specdecpp:8@0.3")]
+    with pytest.raises(ValueError, match="policy must be one of"):
+        parse_policies(["greedyish"], 4)
+    with pytest.raises(ValueError, match="threshold must be in"):
+        parse_policies(["specdecpp:8@1.5"], 4)
+    with pytest.raises(ValueError, match="after '@' must be a threshold"):
+        parse_policies(["specdecpp@high"], 4)
+    names = [c.name for c in build_matrix(BenchSettings(modes=("sequential",), policies=("fixed:4",)))]
+    assert names == ["autoregressive", "sequential fixed:4"]  # the baseline always runs, first
+    prompts = load_prompts(DEFAULT_PROMPTS)
+    assert {p.kind for p in prompts} == {"code", "prose", "maths", "summaries"}
+    assert {p.kind for p in prompts[:4]} == {"code", "prose", "maths", "summaries"}  # --limit 4 covers all
+    assert all(p.kind == "maths" for p in load_prompts(DEFAULT_PROMPTS, kinds=["maths"]))
+    with pytest.raises(ValueError, match="no prompts of kind"):
+        load_prompts(DEFAULT_PROMPTS, kinds=["poetry"])
+
+
+# -- a tiny run of the matrix ---------------------------------------------------------
+
+
+def test_tiny_emulated_matrix_summary_has_every_field():
+    settings = BenchSettings(preset="tiny", cost="gpu-like", policies=("fixed:2", "adaedl"), max_new_tokens=8,
+                             limit=2, warmup_tokens=4)
+    raw = run_bench(settings, progress=lambda line: None)
+    summary = summarise(raw)
+    names = [r["name"] for r in summary["configs"]]
+    assert names == ["autoregressive", "sequential fixed:2", "sequential adaedl", "pearl fixed:2", "pearl adaedl",
+                     "hf-assisted"]
+    for row in summary["configs"]:
+        assert CONFIG_FIELDS <= set(row), CONFIG_FIELDS - set(row)
+        assert row["runs"] == 2
+        assert row["identical"] is True, row["name"]  # greedy: lossless, and the peer agrees
+    assert all(r["tokens"] == 8 for r in raw["runs"])  # ignore_eos: exactly max_new_tokens
+    rows = {r["name"]: r for r in summary["configs"]}
+    assert rows["autoregressive"]["speedup"] == pytest.approx(1.0)
+    assert rows["pearl fixed:2"]["bound_pearl"] is not None and rows["sequential fixed:2"]["bound_pearl"] is None
+    assert rows["sequential fixed:2"]["overruns"]["forwards_checked"] > 0
+    assert set(summary["per_kind"]["sequential adaedl"]) == {"code", "prose"}
+    text = markdown(raw, summary)
+    assert "| configuration |" in text and "Per prompt kind" in text
+    assert ("VALID" in text) or ("INVALID" in text)
+
+
+def test_cli_writes_json_table_and_png(tmp_path):
+    app = Typer()
+    app.command()(bench)
+    out = tmp_path / "tiny.json"
+    result = CliRunner().invoke(app, [
+        "--preset", "tiny", "--cost", "real", "--modes", "sequential,pearl", "--policies", "fixed:4",
+        "--max-new-tokens", "8", "--limit", "2", "--warmup-tokens", "4", "--json", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == "specdec-bench/1" and doc["regime"] == "real" and doc["valid"] is True
+    for key in ("cpu_count", "torch_threads", "platform", "torch", "transformers", "date", "git_commit", "command"):
+        assert key in doc["machine"]
+    assert {"sd", "pearl", "a", "k", "c"} <= set(doc["summary"]["bounds"])
+    assert doc["summary"]["c"] > 0 and len(doc["runs"]) == 2 * 4  # baseline, 2 modes, the peer
+    assert all(r["identical"] for r in doc["runs"])
+    assert "| sequential fixed:4 |" in (tmp_path / "tiny.md").read_text()
+    assert (tmp_path / "tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_transport_both_runs_grpc_beside_inprocess(tmp_path):
+    """--transport both: the local stack answers the same configuration; greedy tokens identical."""
+    app = Typer()
+    app.command()(bench)
+    out = tmp_path / "both.json"
+    result = CliRunner().invoke(app, [
+        "--preset", "tiny", "--cost", "gpu-like", "--transport", "both", "--modes", "sequential",
+        "--policies", "fixed:4", "--no-peer", "--max-new-tokens", "6", "--limit", "1", "--warmup-tokens", "2",
+        "--json", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert doc["transports"] == ["inprocess", "grpc"]
+    runs = {(r["config"], r["transport"]) for r in doc["runs"]}
+    assert runs == {("autoregressive", "inprocess"), ("autoregressive [grpc]", "grpc"),
+                    ("sequential fixed:4", "inprocess"), ("sequential fixed:4 [grpc]", "grpc")}
+    assert all(r["tokens"] == 6 and r["identical"] is True for r in doc["runs"])
+    grpc = [r for r in doc["runs"] if r["transport"] == "grpc"]
+    assert all(r["stats"]["network_s"] >= 0 and r["stats"]["rounds"] > 0 for r in grpc)
+    rows = {r["name"]: r for r in doc["summary"]["transport"]}
+    assert set(rows) == {"autoregressive", "sequential fixed:4"}
+    assert rows["sequential fixed:4"]["identical"] is True and rows["sequential fixed:4"]["pairs"] == 1
+    text = (tmp_path / "both.md").read_text()
+    assert "In-process vs gRPC" in text and "n/a (remote)" in text
+
+
+def test_specdecpp_and_gsd_cells(tiny_head_dir):
+    """policy specdecpp with a head (threshold per cell) and mode gsd with its tree table; no head: a clear error."""
+    with pytest.raises(ValueError, match="needs an acceptance head: pass --acceptance-head"):
+        run_bench(BenchSettings(modes=("sequential",), policies=("specdecpp",)), progress=lambda line: None)
+    settings = BenchSettings(preset="tiny", cost="real", modes=("sequential", "gsd"),
+                             policies=("specdecpp:6@0.3", "specdecpp:6@0.7"), max_new_tokens=8, limit=2,
+                             warmup_tokens=4, peer=False, acceptance_head=tiny_head_dir, tree_nodes=3)
+    raw = run_bench(settings, progress=lambda line: None)
+    summary = summarise(raw)
+    rows = {r["name"]: r for r in summary["configs"]}
+    assert set(rows) == {"autoregressive", "sequential specdecpp:6@0.3", "sequential specdecpp:6@0.7", "gsd"}
+    assert all(r["identical"] is True for r in rows.values())
+    # a lower threshold stops earlier: never more draft tokens per round than the higher one
+    assert rows["sequential specdecpp:6@0.3"]["k_mean"] <= rows["sequential specdecpp:6@0.7"]["k_mean"]
+    assert 1 <= rows["gsd"]["tree_nodes"] <= 3 and rows["gsd"]["dag_nodes"] >= 1  # held (default: ~8 here)
+    assert rows["sequential specdecpp:6@0.3"]["tree_nodes"] is None
+    text = markdown(raw, summary)
+    assert "GSD trees" in text and "| gsd |" in text

@@ -1,0 +1,1 @@
+"""Plain helpers shared by tests (fixtures live in the conftest files)."""
