@@ -77,6 +77,8 @@ def test_presets_still_load_and_refuse_a_device_map():
         load_worker_model("target", "tiny", placement=Placement(device_map="auto"))
 
 
+# a whole stack of its own: `make test-full` (the folder loading itself is tested above)
+@pytest.mark.full
 def test_greedy_equality_through_the_stack_from_model_folders(saved_tiny, tiny_engine, tmp_path):
     """`serve draft --model`, `serve target --model --device-map cpu`, coordinator
     `--tokenizer`: the target's greedy output, exactly."""

@@ -131,6 +131,8 @@ def test_cli_writes_json_table_and_png(tmp_path):
     assert (tmp_path / "tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+# starts a whole local stack beside the in-process run: `make test-full`
+@pytest.mark.full
 def test_transport_both_runs_grpc_beside_inprocess(tmp_path):
     """--transport both: the local stack answers the same configuration; greedy tokens identical."""
     app = Typer()

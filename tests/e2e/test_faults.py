@@ -48,6 +48,12 @@ TTL_S = 2.0  # on d2 and t2
 TOKENS = 300  # per abandoned target session: 300 x 512 bytes of KV cache (tiny target)
 STARTUP_S = 120.0
 
+# Four workers and a coordinator under load, killed and restarted: the most expensive
+# e2e scenario, run by `make test-full` (and CI); tests/services/test_grpc_failures.py
+# covers killed and restarted workers in the default suite.
+pytestmark = pytest.mark.full
+
+
 
 class Cluster:
     def __init__(self, log_dir: Path):

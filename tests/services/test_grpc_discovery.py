@@ -121,6 +121,8 @@ def _wait_for(predicate, timeout_s: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+# four worker processes: with the other multi-replica scenarios in `make test-full`
+@pytest.mark.full
 def test_sessions_spread_over_replicas_and_survive_a_replica_leaving(replicas, tiny_engine, worker_info):
     answers = {role: [s.address for s in services] for role, services in replicas.items()}
     kept = {role: services[0] for role, services in replicas.items()}
