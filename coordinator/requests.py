@@ -8,14 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from specdec.models.text import encode_prompt
-from specdec.core.names import DEFAULT_MODE, DEFAULT_POLICY, PolicyName
+from specdec.core.names import DEFAULT_MODE, PolicyName
 from specdec.core.request import FinishReason, GenerationRequest, Mode, RequestStats
-from specdec.core.sampling import SamplingParams
+from specdec.models.text import encode_prompt
 from specdec.pb.v1 import coordinator_pb2 as pb
-from specdec.rpc.convert import tree_params_from_pb
+from specdec.rpc.params import params_from_pb
 
 MAX_STOP_STRINGS = 16
+_POLICY_NAMES = {p.value for p in PolicyName}
 
 MODES = {
     pb.MODE_UNSPECIFIED: DEFAULT_MODE,
@@ -23,13 +23,6 @@ MODES = {
     pb.MODE_SEQUENTIAL: Mode.SEQUENTIAL,
     pb.MODE_PEARL: Mode.PEARL,
     pb.MODE_GSD: Mode.GSD,
-}
-POLICIES = {
-    pb.POLICY_UNSPECIFIED: DEFAULT_POLICY,
-    pb.POLICY_FIXED: PolicyName.FIXED,
-    pb.POLICY_HEURISTIC: PolicyName.HEURISTIC,
-    pb.POLICY_ADAEDL: PolicyName.ADAEDL,
-    pb.POLICY_SPECDECPP: PolicyName.SPECDECPP,
 }
 FINISH_REASONS = {
     FinishReason.STOP: pb.FINISH_REASON_STOP,
@@ -62,8 +55,9 @@ def parse_request(msg: pb.GenerateRequest, tokenizer, limits: ModelLimits) -> Pa
     prompt_ids = list(msg.prompt_token_ids) or (encode_prompt(tokenizer, msg.prompt, msg.chat) if msg.prompt else [])
     if not prompt_ids:
         raise ValueError("prompt is empty: give some text or prompt_token_ids")
-    mode = _enum(msg.mode, MODES, "mode")
-    policy = _enum(msg.policy, POLICIES, "policy")
+    params = params_from_pb(msg)  # ValueError names a bad mode or policy value
+    request = GenerationRequest.from_params(prompt_ids, params)
+    mode, policy = request.mode, PolicyName(request.policy) if request.policy in _POLICY_NAMES else None
     if mode not in limits.modes:
         served = ", ".join(m.value for m in limits.modes)
         raise ValueError(f"mode {mode.value} is not served over gRPC yet: use one of {served}, or the embedded engine")
@@ -72,34 +66,11 @@ def parse_request(msg: pb.GenerateRequest, tokenizer, limits: ModelLimits) -> Pa
             raise ValueError(f"mode {mode.value} needs a draft worker: start the coordinator with --draft HOST:PORT")
         if policy is PolicyName.SPECDECPP and not limits.has_acceptance_head:
             raise ValueError("policy specdecpp needs an acceptance head on the draft worker")
-    stop = tuple(msg.stop)
+    stop = params.stop
     if len(stop) > MAX_STOP_STRINGS or not all(stop):
         raise ValueError(f"stop must hold at most {MAX_STOP_STRINGS} non-empty strings")
-    request = GenerationRequest(
-        prompt_ids=tuple(prompt_ids),
-        max_new_tokens=msg.max_new_tokens if msg.HasField("max_new_tokens") else GenerationRequest.max_new_tokens,
-        sampling=SamplingParams(
-            temperature=msg.temperature if msg.HasField("temperature") else 0.0,
-            top_k=msg.top_k,
-            top_p=msg.top_p if msg.HasField("top_p") else 1.0,
-        ),
-        seed=msg.seed if msg.HasField("seed") else None,
-        mode=mode,
-        policy=policy.value,
-        draft_length=msg.draft_length if msg.HasField("draft_length") else GenerationRequest.draft_length,
-        threshold=msg.threshold if msg.HasField("threshold") else None,
-        ignore_eos=msg.ignore_eos,
-        tree=tree_params_from_pb(msg.tree),  # ValueError names the field (tree_width, ...)
-    )
     request.validate(limits.context_length, limits.vocab_size)
     return ParsedRequest(request, stop)
-
-
-def _enum(value: int, table: dict, field: str):
-    if value not in table:
-        names = ", ".join(dict.fromkeys(v.value for v in table.values()))
-        raise ValueError(f"{field} must be one of {names}; got {value}")
-    return table[value]
 
 
 def stats_to_pb(stats: RequestStats, seed: int, tokens: int, prompt_tokens: int) -> pb.GenerationStats:

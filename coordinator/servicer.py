@@ -24,9 +24,9 @@ from coordinator.requests import (
     parse_request,
     stats_to_pb,
 )
-from specdec.models.text import TextStream
 from specdec.core.request import Mode
 from specdec.loop.generate import generate
+from specdec.models.text import TextStream
 from specdec.pb.v1 import common_pb2, coordinator_pb2_grpc
 from specdec.pb.v1 import coordinator_pb2 as pb
 

@@ -10,8 +10,10 @@ from typing import Sequence
 
 from specdec.client.errors import InvalidRequestError
 from specdec.core.names import TREE_KWARGS
+from specdec.core.params import PARAM_NAMES, GenerationParams
 from specdec.pb.v1 import common_pb2
 from specdec.pb.v1 import coordinator_pb2 as pb
+from specdec.rpc.params import params_to_pb
 
 
 @dataclass(frozen=True)
@@ -113,74 +115,44 @@ def _finish_reason(value: int) -> str:
     return pb.FinishReason.Name(value).removeprefix("FINISH_REASON_").lower()
 
 
-def _enum_value(enum_type, prefix: str, field: str, name: str | None) -> int:
-    if name is None:
-        return 0  # UNSPECIFIED: the server's default
+def build_request(prompt: str | Sequence[int], **params) -> pb.GenerateRequest:
+    """A GenerateRequest. `prompt` is text or token ids; `params` are the fields of
+    specdec.core.params.GenerationParams (None or absent: the server's default):
+    max_new_tokens, temperature, top_k, top_p, seed, mode, policy, draft_length, threshold,
+    ignore_eos, chat, stop, and mode gsd's tree shape: `tree_width` children per node at
+    most, `tree_depth` tokens per root path at most, `tree_nodes` nodes per tree at most; a
+    node proposes only tokens with q >= `sibling_threshold` * max q, a child with q <
+    `prob_threshold` is a leaf, and nodes whose last `merge_context` + 1 tokens match are
+    merged (0 = off). The server validates the values (InvalidRequestError)."""
     try:
-        return enum_type.Value(f"{prefix}{name.upper()}")
-    except ValueError:
-        choices = ", ".join(n.removeprefix(prefix).lower() for n in enum_type.keys() if not n.endswith("UNSPECIFIED"))
-        raise InvalidRequestError(f"{field} must be one of {choices}; got {name!r}") from None
-
-
-def build_request(
-    prompt: str | Sequence[int],
-    *,
-    max_new_tokens: int | None = None,
-    temperature: float | None = None,
-    top_k: int = 0,
-    top_p: float | None = None,
-    seed: int | None = None,
-    mode: str | None = None,
-    policy: str | None = None,
-    draft_length: int | None = None,
-    threshold: float | None = None,
-    ignore_eos: bool = False,
-    chat: bool = False,
-    stop: Sequence[str] = (),
-    tree_width: int | None = None,
-    tree_depth: int | None = None,
-    tree_nodes: int | None = None,
-    sibling_threshold: float | None = None,
-    prob_threshold: float | None = None,
-    merge_context: int | None = None,
-) -> pb.GenerateRequest:
-    """A GenerateRequest; None leaves a field to the server's default. `prompt` is text
-    or token ids. The server validates the values (InvalidRequestError).
-
-    Mode gsd's draft trees: `tree_width` children per node at most, `tree_depth` tokens
-    per root path at most, `tree_nodes` nodes per tree at most; a node proposes only
-    tokens with q >= `sibling_threshold` * max q, a child with q < `prob_threshold` is a
-    leaf, and nodes whose last `merge_context` + 1 tokens match are merged (0 = off)."""
-    if isinstance(stop, str):
-        stop = [stop]
-    values = dict(
-        top_k=top_k, ignore_eos=ignore_eos, chat=chat, stop=list(stop), max_new_tokens=max_new_tokens,
-        temperature=temperature, top_p=top_p, seed=seed, draft_length=draft_length, threshold=threshold,
-    )
-    given = dict(
-        tree_width=tree_width, tree_depth=tree_depth, tree_nodes=tree_nodes, sibling_threshold=sibling_threshold,
-        prob_threshold=prob_threshold, merge_context=merge_context,
-    )
-    tree = {kwarg: (TREE_KWARGS[kwarg], value) for kwarg, value in given.items()}  # SDK kwarg -> TreeParams field
+        settings = GenerationParams(**params)
+    except TypeError as exc:  # an unknown keyword
+        raise InvalidRequestError(f"{exc}: the fields are {', '.join(PARAM_NAMES)}") from None
     try:
-        request = pb.GenerateRequest(
-            mode=_enum_value(pb.Mode, "MODE_", "mode", mode),
-            policy=_enum_value(pb.Policy, "POLICY_", "policy", policy),
-            **values,
-        )
-        set_tree = {name: v for name, v in tree.values() if v is not None}
-        if set_tree:
-            request.tree.CopyFrom(common_pb2.TreeParams(**set_tree))
-    except (TypeError, ValueError) as exc:  # out of the wire type's range, or not a number
-        bad = next((k for k, v in values.items() if not _fits(pb.GenerateRequest, k, v)), None)
-        bad = bad or next((k for k, (n, v) in tree.items() if not _fits(common_pb2.TreeParams, n, v)), "a field")
-        raise InvalidRequestError(f"{bad}: {exc}") from None
+        request = params_to_pb(settings)
+    except ValueError as exc:
+        if "must be one of" in str(exc):  # a mode or policy name
+            raise InvalidRequestError(str(exc)) from None
+        raise InvalidRequestError(f"{_misfit(settings)}: {exc}") from None
+    except TypeError as exc:  # out of the wire type's range, or not a number
+        raise InvalidRequestError(f"{_misfit(settings)}: {exc}") from None
     if isinstance(prompt, str):
         request.prompt = prompt
     else:
         request.prompt_token_ids.extend(int(t) for t in prompt)
     return request
+
+
+def _misfit(settings: GenerationParams) -> str:
+    """The first field whose value does not fit its wire type."""
+    for name in PARAM_NAMES:
+        value = getattr(settings, name)
+        if value is None or name in ("mode", "policy", "stop"):
+            continue
+        message, field = (common_pb2.TreeParams, TREE_KWARGS[name]) if name in TREE_KWARGS else (pb.GenerateRequest, name)
+        if not _fits(message, field, value):
+            return name
+    return "a field"
 
 
 def _fits(message, field: str, value) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from specdec.core.names import DEFAULT_MODE, DEFAULT_POLICY, FinishReason, Mode, PolicyName  # noqa: F401
+from specdec.core.params import GenerationParams
 from specdec.core.policies import make_policy
 from specdec.core.sampling import SamplingParams
 from specdec.core.speed import DEFAULT_DRAFT_LENGTH, SpeedRatio
@@ -28,6 +29,28 @@ class GenerationRequest:
     ignore_eos: bool = False  # generate exactly max_new_tokens (benchmarks)
     stop_token_ids: tuple[int, ...] = ()
     tree: TreeParams = field(default_factory=TreeParams)  # mode gsd: how draft trees are grown
+
+    @classmethod
+    def from_params(cls, prompt_ids, params: GenerationParams) -> "GenerationRequest":
+        """The core request for `prompt_ids` with the caller's `params`, defaults filled in
+        (the one place they are: the SDK, the engine and the coordinator all come here).
+        Call `validate` next; stop strings are the coordinator's (text), not the core's."""
+        return cls(
+            prompt_ids=tuple(prompt_ids),
+            max_new_tokens=cls.max_new_tokens if params.max_new_tokens is None else params.max_new_tokens,
+            sampling=SamplingParams(
+                temperature=0.0 if params.temperature is None else params.temperature,
+                top_k=params.top_k,
+                top_p=1.0 if params.top_p is None else params.top_p,
+            ),
+            seed=params.seed,
+            mode=DEFAULT_MODE if params.mode is None else parse_mode(params.mode),
+            policy=DEFAULT_POLICY.value if params.policy is None else params.policy,
+            draft_length=params.draft_length,
+            threshold=params.threshold,
+            ignore_eos=params.ignore_eos,
+            tree=TreeParams(**params.tree_fields()),
+        )
 
     def validate(self, context_length: int | None = None, vocab_size: int | None = None) -> None:
         """Raise ValueError naming the field and the fix."""

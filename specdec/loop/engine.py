@@ -17,11 +17,9 @@ from typing import Iterator, Sequence
 import torch
 
 from specdec.backend.local import LocalDraft, LocalTarget
-from specdec.core.names import DEFAULT_MODE, DEFAULT_POLICY, tree_fields
-from specdec.core.request import GenerationRequest, GenerationResult, parse_mode
-from specdec.core.sampling import SamplingParams
+from specdec.core.params import GenerationParams
+from specdec.core.request import GenerationRequest, GenerationResult
 from specdec.core.speed import SpeedRatio
-from specdec.core.tree import TreeParams
 from specdec.loop.generate import generate as run_request
 from specdec.models import DType, check_pair, load_preset
 from specdec.models.loading import eos_token_ids_of
@@ -68,47 +66,16 @@ class Engine:
 
     # -- requests -----------------------------------------------------------------
 
-    def make_request(
-        self,
-        prompt: str | Sequence[int],
-        *,
-        max_new_tokens: int = 64,
-        temperature: float = 0.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        seed: int | None = None,
-        mode: str = DEFAULT_MODE.value,
-        policy: str = DEFAULT_POLICY.value,
-        draft_length: int | None = None,  # None: 4, or in mode pearl the measured speed ratio (engine.speed)
-        threshold: float | None = None,
-        ignore_eos: bool = False,
-        chat: bool = False,
-        tree_width: int | None = None,
-        tree_depth: int | None = None,
-        tree_nodes: int | None = None,
-        sibling_threshold: float | None = None,
-        prob_threshold: float | None = None,
-        merge_context: int | None = None,
-    ) -> GenerationRequest:
-        """Tokenise and validate; raises ValueError naming the bad field.
-        The tree_* / *_threshold / merge_context kwargs shape mode gsd's draft trees
-        (None: the TreeParams default)."""
-        tree = tree_fields(
-            tree_width=tree_width, tree_depth=tree_depth, tree_nodes=tree_nodes, sibling_threshold=sibling_threshold,
-            prob_threshold=prob_threshold, merge_context=merge_context,
-        )
-        request = GenerationRequest(
-            prompt_ids=tuple(self.encode(prompt, chat=chat)),
-            max_new_tokens=max_new_tokens,
-            sampling=SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p),
-            seed=seed,
-            mode=parse_mode(mode),
-            policy=policy,
-            draft_length=draft_length,
-            threshold=threshold,
-            ignore_eos=ignore_eos,
-            tree=TreeParams(**tree),
-        )
+    def make_request(self, prompt: str | Sequence[int], **params) -> GenerationRequest:
+        """Tokenise and validate; raises ValueError naming the bad field. `params` are the
+        fields of specdec.core.params.GenerationParams (max_new_tokens, temperature, top_k,
+        top_p, seed, mode, policy, draft_length, threshold, ignore_eos, chat, and mode gsd's
+        tree_width / tree_depth / tree_nodes / sibling_threshold / prob_threshold /
+        merge_context); None or absent: the default."""
+        settings = GenerationParams(**params)  # TypeError names an unknown keyword
+        if settings.stop:
+            raise ValueError("stop strings are applied to the text by the coordinator: use the client SDK")
+        request = GenerationRequest.from_params(self.encode(prompt, chat=settings.chat), settings)
         request.validate(self.context_length, self.vocab_size)
         return request
 
