@@ -190,7 +190,46 @@ def summarise(raw: dict) -> dict:
         "valid": not invalid, "invalid_reasons": invalid, "not_identical": not_lossless,
         "c": c, "c_source": c_source, "bounds": BOUND_NOTES, "kinds": kinds,
         "configs": configs, "per_kind": per_kind, "transport": transport_comparison(raw, configs),
+        "headline": headline(configs, transport_comparison(raw, configs)),
     }
+
+
+def headline(configs: list[dict], transport: list[dict] | None) -> dict:
+    """The figures a reader wants first, from one run: per transport, the best PEARL row
+    against the best sequential row (speed-up over the target alone, ratio of the two), and
+    the gRPC transport's largest and median share of wall over the in-process path."""
+    out: dict = {"best": {}}
+    for where in dict.fromkeys(r["transport"] for r in configs):
+        best = {}
+        for mode in ("sequential", "pearl", "gsd"):
+            rows = [r for r in configs if r["transport"] == where and r["mode"] == mode and r["speedup"]]
+            if rows:
+                top = max(rows, key=lambda r: r["speedup"])
+                best[mode] = {"name": top["name"], "speedup": top["speedup"]}
+        if "pearl" in best and "sequential" in best:
+            best["pearl_vs_sequential"] = best["pearl"]["speedup"] / best["sequential"]["speedup"]
+        out["best"][where] = best
+    shares = [t["transport_overhead_share"] for t in transport or () if t["transport_overhead_share"] is not None]
+    if shares:
+        worst = max(transport, key=lambda t: t["transport_overhead_share"] or -1.0)
+        out["grpc_overhead"] = {"worst": worst["transport_overhead_share"], "worst_name": worst["name"],
+                                "median": statistics.median(shares)}
+    return out
+
+
+def headline_lines(summary: dict) -> list[str]:
+    """`headline` as sentences, printed above the table."""
+    lines = []
+    for where, best in summary.get("headline", {}).get("best", {}).items():
+        if "pearl_vs_sequential" in best:
+            p, q = best["pearl"], best["sequential"]
+            lines.append(f"Best PEARL vs best sequential ({where}): **{best['pearl_vs_sequential']:.2f}x** "
+                         f"({p['name']} {p['speedup']:.2f}x vs {q['name']} {q['speedup']:.2f}x over the target alone).")
+    grpc = summary.get("headline", {}).get("grpc_overhead")
+    if grpc:
+        lines.append(f"gRPC vs in-process: the transport costs {grpc['median'] * 100:.1f}% of wall (median over "
+                     f"configurations), at most {grpc['worst'] * 100:.1f}% ({grpc['worst_name']}).")
+    return lines
 
 
 def _transport(run: dict) -> str:
@@ -279,6 +318,8 @@ def markdown(raw: dict, summary: dict) -> str:
         else:
             lines.append(f"**INVALID: {'; '.join(summary['invalid_reasons'])}**")
         lines.append("")
+    if headline_lines(summary):
+        lines += [*headline_lines(summary), ""]
     if summary["not_identical"]:
         lines += [f"**NOT LOSSLESS: greedy output differs from the baseline in {', '.join(summary['not_identical'])}**",
                   ""]

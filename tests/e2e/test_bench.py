@@ -14,6 +14,7 @@ from specdec.bench import DEFAULT_PROMPTS
 from specdec.bench.cli import bench
 from specdec.bench.report import (
     expected_emitted,
+    headline,
     markdown,
     mean_draft_length,
     pearl_bound,
@@ -109,6 +110,27 @@ def test_tiny_emulated_matrix_summary_has_every_field():
     text = markdown(raw, summary)
     assert "| configuration |" in text and "Per prompt kind" in text
     assert ("VALID" in text) or ("INVALID" in text)
+    best = summary["headline"]["best"]["inprocess"]
+    assert best["pearl_vs_sequential"] == pytest.approx(best["pearl"]["speedup"] / best["sequential"]["speedup"])
+    assert best["pearl"]["speedup"] == max(rows["pearl fixed:2"]["speedup"], rows["pearl adaedl"]["speedup"])
+    assert "Best PEARL vs best sequential (inprocess)" in text
+
+
+def test_the_headline_picks_the_best_rows_per_transport():
+    configs = [
+        dict(name="sequential fixed:4", mode="sequential", transport="inprocess", speedup=1.2),
+        dict(name="sequential adaedl", mode="sequential", transport="inprocess", speedup=1.3),
+        dict(name="pearl fixed:4", mode="pearl", transport="inprocess", speedup=1.56),
+        dict(name="pearl fixed:4 [grpc]", mode="pearl", transport="grpc", speedup=1.5),
+        dict(name="autoregressive", mode="autoregressive", transport="inprocess", speedup=1.0),
+    ]
+    transport = [dict(name="pearl fixed:4", transport_overhead_share=0.08),
+                 dict(name="sequential adaedl", transport_overhead_share=0.02)]
+    got = headline(configs, transport)
+    assert got["best"]["inprocess"]["pearl_vs_sequential"] == pytest.approx(1.2)
+    assert got["best"]["inprocess"]["sequential"]["name"] == "sequential adaedl"
+    assert "pearl_vs_sequential" not in got["best"]["grpc"]  # no sequential row over grpc
+    assert got["grpc_overhead"] == {"worst": 0.08, "worst_name": "pearl fixed:4", "median": pytest.approx(0.05)}
 
 
 def test_cli_writes_json_table_and_png(tmp_path):
