@@ -22,6 +22,11 @@ from specdec.core.sampling import SamplingParams
 from specdec.launch.stack import LocalStack, free_port
 from tests.helpers.reference import reference
 
+# Workers killed, restarted and evicted on a stack of its own: with the other multi-process
+# scenarios in `make test-full` (CI runs it); the default suite keeps the greedy-equality and
+# bad-input checks on the shared stack.
+pytestmark = pytest.mark.full
+
 PROMPTS = ["the cat sat", "def add(a, b):", "hello world! 123\n"]
 
 

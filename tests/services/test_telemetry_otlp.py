@@ -23,6 +23,10 @@ from specdec.launch.stack import LocalStack
 from specdec.telemetry.tracing import otlp_exporter
 from tests.helpers.polling import wait_for
 
+# Whole processes exporting over OTLP to a collector started here: `make test-full` (CI runs it);
+# the in-process tracing tests stay in the default suite.
+pytestmark = pytest.mark.full
+
 SERVICES = {"specdec-client", "specdec-coordinator", "specdec-draft-worker", "specdec-target-worker"}
 
 
