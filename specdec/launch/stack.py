@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from specdec.rpc.health import is_serving
+
 HOST = "127.0.0.1"
 # Env vars of the services' security flags: a stack sets them itself (empty = off).
 SECURITY_ENV = ("SPECDEC_TLS_CERT", "SPECDEC_TLS_KEY", "SPECDEC_TLS_CA", "SPECDEC_AUTH_TOKEN", "SPECDEC_AUTH_TOKEN_FILE")
@@ -51,22 +53,6 @@ def free_ports(n: int) -> list[int]:
 
 def free_port() -> int:
     return free_ports(1)[0]
-
-
-def is_serving(address: str, timeout: float = 1.0, tls=None) -> bool:
-    """Whether the standard health check at `address` answers SERVING (`tls`: a
-    specdec.rpc.security.ChannelTLS, or None for plaintext)."""
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    from specdec.rpc.security import open_channel
-
-    with open_channel(address, tls) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
-        except grpc.RpcError:
-            return False
-    return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 class Service:

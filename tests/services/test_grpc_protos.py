@@ -82,14 +82,14 @@ def test_the_client_sdk_imports_neither_torch_nor_transformers():
 
 
 def test_the_shared_core_never_imports_grpc():
-    """Only the gRPC edge and what sits above it may import grpc: the generated code
-    (specdec/pb), the wire helpers (specdec/rpc), the SDK (specdec/client) and the launch
-    layer (its health checks). The full layer rules: tests/core/test_layers.py."""
+    """Only the gRPC edge may import grpc: the generated code (specdec/pb), the wire
+    helpers (specdec/rpc) and the SDK (specdec/client). The full layer rules:
+    tests/core/test_layers.py."""
     core = ROOT / "specdec"
     offenders = [
         str(path.relative_to(ROOT))
         for path in core.rglob("*.py")
-        if path.relative_to(core).parts[0] not in ("pb", "rpc", "client", "launch")
+        if path.relative_to(core).parts[0] not in ("pb", "rpc", "client")
         and any(line.lstrip().startswith(("import grpc", "from grpc")) for line in path.read_text().splitlines())
     ]
     assert not offenders
