@@ -16,9 +16,10 @@ export PYTHONUNBUFFERED := 1
 
 install: .venv/.installed
 
-# The default suite: under 6 minutes on 2 cores (the fake n-gram pair carries the chi-square checks)
+# The default suite: under 6 minutes on 2 cores (the fake n-gram pair carries the chi-square checks),
+# on two pytest-xdist workers: much of it waits on emulated forwards and child processes
 test: install
-	$(PYTEST) -q -x -p no:cacheprovider
+	$(PYTEST) -q -x -p no:cacheprovider -n 2
 
 # The statistical checks at full strength on the tiny transformers pair and through the stack (CI runs it too)
 test-full: install

@@ -30,7 +30,7 @@ import itertools
 import logging
 import time
 import weakref
-from typing import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
@@ -59,7 +59,7 @@ from specdec.rpc.convert import (
     verification_from_pb,
 )
 from specdec.rpc.security import ChannelTLS, open_aio_channel
-from specdec.rpc.session_binding import SessionKeys
+from specdec.rpc.session_binding import SESSION_KEY, SessionKeys
 from specdec.runtime.drafting import DraftToken
 from specdec.runtime.session import common_prefix
 from specdec.runtime.verifying import Verification
@@ -86,7 +86,8 @@ class Replica:
         session_keys: SessionKeys | None = None,
     ):
         self.address = address
-        interceptors = [*interceptors, *(session_keys or SessionKeys()).interceptors()]
+        self.session_keys = session_keys or SessionKeys()
+        interceptors = [*interceptors, *self.session_keys.interceptors()]
         self.channel = open_aio_channel(address, tls, options=CHANNEL_OPTIONS, interceptors=interceptors)
         self.stub = stub_class(self.channel)
         self.sessions = 0  # requests bound to this replica now (the pool balances on it)
@@ -130,16 +131,100 @@ class _Held:
         self._tokens.pop(session_id, None)
 
 
+class SessionStream:
+    """One request's bidirectional stream to one replica (VerifyStream or DraftStream):
+    opened on first use with the session's key in its metadata, kept for the request's
+    life. A reader task takes every response off the wire into a queue and a writer task
+    puts the messages on it, so a caller cancelled while waiting (PEARL cancels draft
+    rounds all the time) never touches the call itself: grpc.aio cancels the whole RPC
+    when a coroutine awaiting its read or write is cancelled."""
+
+    def __init__(self, replica: Replica, method: str, session_id: str):
+        self.replica, self.session_id = replica, session_id
+        metadata = ((SESSION_KEY, replica.session_keys.key(session_id)),)
+        self.call = getattr(replica.stub, method)(metadata=metadata)
+        self.responses: asyncio.Queue = asyncio.Queue()
+        self._outgoing: asyncio.Queue = asyncio.Queue()
+        self._closed = False
+        self._reader = asyncio.ensure_future(self._read())
+        self._writer = asyncio.ensure_future(self._write())
+
+    async def _read(self) -> None:
+        try:
+            while (message := await self.call.read()) is not grpc.aio.EOF:
+                self.responses.put_nowait(message)
+            self.responses.put_nowait(await self._status())
+        except asyncio.CancelledError:
+            if self._closed:
+                raise
+            self.responses.put_nowait(_StreamEnded(grpc.StatusCode.CANCELLED, "the stream was cancelled"))
+        except grpc.aio.AioRpcError as exc:
+            self.responses.put_nowait(exc)
+        except Exception as exc:  # e.g. a channel closed under the call
+            self.responses.put_nowait(_StreamEnded(grpc.StatusCode.UNAVAILABLE, str(exc)))
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                await self.call.write(await self._outgoing.get())
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
+            pass  # the call is over: the reader reports its status
+
+    async def _status(self) -> Exception:
+        code = await self.call.code()
+        if code == grpc.StatusCode.OK:  # ended without an error while a round was due: gone
+            code = grpc.StatusCode.UNAVAILABLE
+        return _StreamEnded(code, await self.call.details() or "the worker ended the stream")
+
+    def write(self, message) -> None:
+        """Queue `message` for the wire (in order)."""
+        self._outgoing.put_nowait(message)
+
+    async def read(self):
+        """The next response; raises _StreamEnded / AioRpcError when the call is over."""
+        item = await self.responses.get()
+        if isinstance(item, Exception):
+            self.responses.put_nowait(item)  # every later read fails the same way
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._closed = True
+        self._reader.cancel()
+        self._writer.cancel()
+        self.call.cancel()
+
+
+class _StreamEnded(Exception):
+    """A session stream ended; `code()` / `details()` as grpc.aio.AioRpcError has them."""
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        super().__init__(f"{code.name}: {details}")
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+StreamError = (grpc.aio.AioRpcError, _StreamEnded)
+
+
 class RemoteDraft:
     """specdec.backend.endpoints.DraftEndpoint over one draft worker (another of `pool`'s once
     that one leaves the pool)."""
 
-    def __init__(self, replica: Replica, pool: "Workers | None" = None):
+    def __init__(self, replica: Replica, pool: Workers | None = None):
         self.replica = replica
         self.held = _Held()
         self.reprefills = 0
         self.pool = pool
         self._lease = replica.lease(self)
+        self._stream: SessionStream | None = None  # this request's DraftStream
+        self._round = 0  # the last round started on it
+        self._sampling: tuple | None = None  # (params, its message): built once per request
 
     def _follow_pool(self, session_id: str) -> None:
         """Move off a replica that left the pool, to the least busy one still in it."""
@@ -152,27 +237,38 @@ class RemoteDraft:
     async def draft(
         self, session_id: str, committed: Sequence[int], rule: StopRule, params: SamplingParams, seed: int
     ) -> AsyncIterator[DraftToken]:
-        """Stream draft tokens; closing the iterator (aclose) cancels the call, so the
-        worker stops drafting."""
+        """Stream one round's draft tokens over this request's DraftStream; closing the
+        iterator early (aclose) stops the round, so the worker stops drafting."""
         self._follow_pool(session_id)
         base = list(committed)
         start = self.held.start(session_id, base)
         for attempt in range(2):
-            request = draft_worker_pb2.DraftRequest(
-                session_id=session_id, start=start, tokens=base[start:], rule=rule_to_pb(rule),
-                sampling=sampling_to_pb(params), seed=seed,
-            )
+            self._round += 1
+            round_id = self._round
+            command = draft_worker_pb2.DraftCommand(session_id=session_id, round=round_id, traceparent=spans.traceparent(), draft=(
+                draft_worker_pb2.DraftRequest(
+                    session_id=session_id, start=start, tokens=base[start:], rule=rule_to_pb(rule),
+                    sampling=self._sampling_pb(params), seed=seed,
+                )))
             self.held.set(session_id, base[:start])  # all we can be sure of until a token arrives
-            call = self.replica.stub.Draft(request)
+            stream = self._stream_for(session_id)
             drafted: list[int] = []
+            ended = False
             try:
-                async for message in call:
+                stream.write(command)
+                while True:
+                    item = await stream.read()
+                    if item.round != round_id:
+                        continue  # a late token of a round stopped before
+                    if item.end:
+                        ended = True
+                        return
                     # the worker appends each draft token before drafting the next one
                     self.held.set(session_id, base + drafted)
-                    drafted.append(message.token_id)
-                    yield draft_token_from_pb(message)
-                return
-            except grpc.aio.AioRpcError as exc:
+                    drafted.append(item.token.token_id)
+                    yield draft_token_from_pb(item.token)
+            except StreamError as exc:
+                self._close_stream()
                 code = exc.code()
                 if code == grpc.StatusCode.FAILED_PRECONDITION and attempt == 0 and not drafted:
                     log.info("draft worker %s lost session %s; re-prefilling", self.replica.address, session_id)
@@ -186,7 +282,25 @@ class RemoteDraft:
                 self._lease()  # the request goes on target-only
                 raise EndpointUnavailable(f"draft worker {self.replica.address}: {code.name}: {exc.details()}") from None
             finally:
-                call.cancel()
+                if not ended and self._stream is stream:  # left early: stop the round on the worker
+                    stream.write(draft_worker_pb2.DraftCommand(session_id=session_id, round=round_id, stop=True))
+
+    def _stream_for(self, session_id: str) -> SessionStream:
+        if self._stream is not None and (self._stream.replica, self._stream.session_id) != (self.replica, session_id):
+            self._close_stream()
+        if self._stream is None:
+            self._stream = SessionStream(self.replica, "DraftStream", session_id)
+        return self._stream
+
+    def _close_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+    def _sampling_pb(self, params: SamplingParams):
+        if self._sampling is None or self._sampling[0] != params:
+            self._sampling = (params, sampling_to_pb(params))
+        return self._sampling[1]
 
     async def draft_tree(
         self, session_id: str, committed: Sequence[int], tree: TreeParams, params: SamplingParams, seed: int
@@ -220,6 +334,7 @@ class RemoteDraft:
 
     async def release(self, session_id: str) -> None:
         self.held.forget(session_id)
+        self._close_stream()
         try:
             await self.replica.release(session_id)
         finally:
@@ -231,7 +346,7 @@ class RemoteTarget:
     `pool`, fail-over and departures pick among the pool's replicas of the moment."""
 
     def __init__(
-        self, replicas: Sequence[Replica], first: int = 0, retry_s: float = 10.0, pool: "Workers | None" = None
+        self, replicas: Sequence[Replica], first: int = 0, retry_s: float = 10.0, pool: Workers | None = None
     ):
         self.replicas = list(replicas)
         self.replica = self.replicas[first % len(self.replicas)]
@@ -241,6 +356,8 @@ class RemoteTarget:
         self.failovers = 0  # calls retried because the worker was gone
         self.pool = pool
         self._lease = self.replica.lease(self)
+        self._stream: SessionStream | None = None  # this request's VerifyStream
+        self._sampling: tuple | None = None  # (params, its message): built once per request
 
     def _members(self) -> list[Replica]:
         return self.pool.targets if self.pool is not None and self.pool.targets else self.replicas
@@ -265,10 +382,10 @@ class RemoteTarget:
     ) -> Verification:
         committed, draft = list(committed), list(draft)
         request = target_worker_pb2.VerifyRequest(
-            session_id=session_id, draft_tokens=draft, sampling=sampling_to_pb(params), seed=seed,
-            proposals=[proposal_to_pb(q) for q in proposals] if proposals is not None else [],
+            session_id=session_id, draft_tokens=draft, sampling=self._sampling_pb(params), seed=seed,
+            traceparent=spans.traceparent(), proposals=[proposal_to_pb(q) for q in proposals] if proposals is not None else [],
         )
-        reply = await self._call("Verify", session_id, committed, request)
+        reply = await self._call("VerifyStream", session_id, committed, request)
         self.held.set(session_id, committed + draft)
         return verification_from_pb(reply)
 
@@ -299,8 +416,10 @@ class RemoteTarget:
             self.held.set(session_id, committed[:start])
             try:
                 with _reprefill_span(self.reprefills > reprefills and start == 0, self.replica.address):
+                    if rpc == "VerifyStream":
+                        return await self._on_stream(session_id, request)
                     return await getattr(self.replica.stub, rpc)(request)
-            except grpc.aio.AioRpcError as exc:
+            except StreamError as exc:
                 code = exc.code()
                 if code == grpc.StatusCode.FAILED_PRECONDITION and start > 0:
                     log.info("target worker %s lost session %s; re-prefilling", self.replica.address, session_id)
@@ -313,11 +432,37 @@ class RemoteTarget:
                 deadline = deadline or time.monotonic() + self.retry_s
                 await self._fail_over(session_id, exc, deadline)
 
+    def _sampling_pb(self, params: SamplingParams):
+        if self._sampling is None or self._sampling[0] != params:
+            self._sampling = (params, sampling_to_pb(params))
+        return self._sampling[1]
+
+    async def _on_stream(self, session_id: str, request):
+        """One round on this request's stream to the current replica (opened on first use,
+        and again after a failure or a move)."""
+        if self._stream is not None and (self._stream.replica, self._stream.session_id) != (self.replica, session_id):
+            self._close_stream()
+        if self._stream is None:
+            self._stream = SessionStream(self.replica, "VerifyStream", session_id)
+        stream = self._stream
+        try:
+            stream.write(request)
+            return await stream.read()
+        except BaseException:  # failed, or cancelled with the round unanswered: never reused
+            if self._stream is stream:
+                self._close_stream()
+            raise
+
+    def _close_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
     def _resend_all(self, session_id: str) -> None:
         self.held.forget(session_id)
         self.reprefills += 1
 
-    async def _fail_over(self, session_id: str, exc: grpc.aio.AioRpcError, deadline: float) -> None:
+    async def _fail_over(self, session_id: str, exc, deadline: float) -> None:
         """Move to the next replica (or wait for this one to come back) until `deadline`."""
         left = deadline - time.monotonic()
         if left <= 0:
@@ -339,6 +484,7 @@ class RemoteTarget:
 
     async def release(self, session_id: str) -> None:
         self.held.forget(session_id)
+        self._close_stream()
         try:
             await self.replica.release(session_id)
         finally:

@@ -23,6 +23,7 @@ MODES = {
     pb.MODE_SEQUENTIAL: Mode.SEQUENTIAL,
     pb.MODE_PEARL: Mode.PEARL,
     pb.MODE_GSD: Mode.GSD,
+    pb.MODE_AUTO: Mode.AUTO,
 }
 FINISH_REASONS = {
     FinishReason.STOP: pb.FINISH_REASON_STOP,
@@ -61,7 +62,7 @@ def parse_request(msg: pb.GenerateRequest, tokenizer, limits: ModelLimits) -> Pa
     if mode not in limits.modes:
         served = ", ".join(m.value for m in limits.modes)
         raise ValueError(f"mode {mode.value} is not served over gRPC yet: use one of {served}, or the embedded engine")
-    if mode is not Mode.AUTOREGRESSIVE:
+    if mode not in (Mode.AUTOREGRESSIVE, Mode.AUTO):  # auto without a draft runs the target alone
         if not limits.has_draft:
             raise ValueError(f"mode {mode.value} needs a draft worker: start the coordinator with --draft HOST:PORT")
         if policy is PolicyName.SPECDECPP and not limits.has_acceptance_head:
@@ -95,6 +96,8 @@ def stats_to_pb(stats: RequestStats, seed: int, tokens: int, prompt_tokens: int)
         tree_nodes=stats.tree_nodes,
         dag_nodes=stats.dag_nodes,
         merged_nodes=stats.merged_nodes,
+        mode_run=stats.mode_run,
+        auto_k_rounds=stats.auto_k_rounds,
     )
 
 

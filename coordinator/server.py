@@ -62,6 +62,7 @@ async def build_servicer(
             f"draft and target vocabularies differ ({draft.vocab_size} vs {target.vocab_size}): "
             "pick a draft trained with the target's tokenizer"
         )
+    workers.speed.max_batch = target.max_batch or None  # what policy auto's cost model assumes of a batch
     limits = ModelLimits(
         context_length=target.context_length,
         vocab_size=target.vocab_size,

@@ -44,6 +44,9 @@ def build_servicer(config: DraftWorkerConfig) -> DraftWorkerServicer:
             max_sessions=config.max_sessions,
             proposal_top_n=config.proposal_top_n,
             cost_profile=config.cost_profile or "",
+            max_batch=config.max_batch,
+            budgeted_forwards=budget.forwards if budget is not None else 0,
+            overrun_forwards=budget.overruns if budget is not None else 0,
         )
 
     return DraftWorkerServicer(endpoint, describe)

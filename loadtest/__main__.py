@@ -3,11 +3,14 @@
     python -m loadtest --stack tiny --clients 1,4,16 --requests 32 --duration 60 \\
         --json bench-results/loadtest-tiny.json --plot bench-results/loadtest-tiny.png
     python -m loadtest --address 127.0.0.1:50051 --scenario burst --clients 8 --unary
+    python -m loadtest --stack tiny --cost-profile gpu-batch --max-batch 16 --clients 1,4,16,32 \
+        --sweep autoregressive,sequential:fixed:4,pearl:fixed:4,auto --json bench-results/capacity.json
 
 --stack starts draft worker, target worker and coordinator on 127.0.0.1 (as
 `specdec up`) and stops them at the end; --address loads a running coordinator,
 loopback only unless --allow-remote. Each --clients level is one run of the scenario,
-in order, against the same servers.
+in order, against the same servers. --sweep runs every configuration it names at every
+level and reports each one's capacity at a latency goal (loadtest/capacity.py).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import asyncio
 import sys
 from contextlib import nullcontext
 
+from loadtest import capacity
+from specdec.client import workers as budgets
 from loadtest.report import machine_info, markdown_table, plot, summarise, write_json
 from loadtest.runner import run_plan
 from loadtest.scenarios import (
@@ -37,6 +42,13 @@ def _levels(text: str) -> list[int]:
     if not levels or min(levels) < 1:
         raise argparse.ArgumentTypeError(f"--clients needs numbers >= 1, got {text!r}")
     return levels
+
+
+def _sweep(text: str) -> list[capacity.Config]:
+    try:
+        return capacity.parse_configs(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _kinds(text: str) -> tuple[str, ...]:
@@ -66,6 +78,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="Fixed seed for sampled requests.")
     p.add_argument("--ignore-eos", action=argparse.BooleanOptionalAction, default=True,
                    help="Generate exactly --max-new-tokens (default on: comparable token counts).")
+    p.add_argument("--sweep", type=_sweep, default=None,
+                   help="Capacity sweep: MODE[:POLICY[:K]],... (e.g. autoregressive,sequential:fixed:4,auto), each "
+                        "at every --clients level, >= 2 requests per client; reports capacity at the latency goal.")
+    p.add_argument("--goal-factor", type=float, default=capacity.GOAL_FACTOR,
+                   help="--sweep: the goal is TPOT p95 <= this x the target alone's single-request TPOT (default 2).")
     p.add_argument("--warmup", type=int, default=1, help="Unrecorded requests before each level (default 1).")
     p.add_argument("--cost-profile", default=None, help="--stack: emulate a device's latency (e.g. gpu-like).")
     p.add_argument("--max-batch", type=int, default=1,
@@ -95,13 +112,17 @@ def main(argv: list[str] | None = None) -> int:
             if warning:
                 print(warning, file=sys.stderr)
         prompts = load_prompts(args.prompts, args.mix)
+        configs = args.sweep or [None]
+        if args.sweep and not args.goal_factor > 1.0:
+            raise ValueError(f"--goal-factor must be > 1, got {args.goal_factor}")
         plans = [
-            LoadPlan(
-                scenario=Scenario(args.scenario), clients=n, requests=args.requests, duration_s=args.duration,
-                drain_s=args.drain, ramp_s=args.ramp, stream=args.stream, params=request_params(args),
-                warmup=args.warmup,
-            )
-            for n in args.clients
+            (config, LoadPlan(
+                scenario=Scenario(args.scenario), clients=n,
+                requests=max(args.requests, 2 * n) if config else args.requests, duration_s=args.duration,
+                drain_s=args.drain, ramp_s=args.ramp, stream=args.stream,
+                params={**request_params(args), **(config.params if config else {})}, warmup=args.warmup,
+            ))
+            for config in configs for n in args.clients
         ]
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -119,25 +140,42 @@ def main(argv: list[str] | None = None) -> int:
         with stack if stack is not None else nullcontext():
             address = stack.address if stack is not None else args.address
             meta.update(address=address, stack=args.stack, cost_profile=args.cost_profile, max_batch=args.max_batch)
-            for plan in plans:
-                print(f"{plan.scenario.value}: {plan.clients} clients, <= {plan.requests} requests, "
+            workers = {"draft": stack.draft.address, "target": stack.target.address} if stack else {}
+            checked = bool(workers and args.cost_profile)
+            for config, plan in plans:
+                which = f"{config.name}, " if config else ""
+                print(f"{which}{plan.scenario.value}: {plan.clients} clients, <= {plan.requests} requests, "
                       f"<= {plan.duration_s:.0f}s ...", file=sys.stderr, flush=True)
-                results.append(asyncio.run(run_plan(address, plan, prompts)))
+                before = budgets.budget_counts(workers) if checked else None
+                result = asyncio.run(run_plan(address, plan, prompts))
+                if checked:
+                    result.overruns = budgets.delta(before, budgets.budget_counts(workers))
+                results.append((config, result))
     except Exception as exc:  # a stack that did not start, a KeyboardInterrupt passes through
         print(f"error: {exc}", file=sys.stderr)
         if not results:
             return 1
-    summaries = [summarise(r) for r in results]
+    summaries = [summarise(r) for _, r in results]
     table = markdown_table(summaries)
+    analysis = None
+    if args.sweep:
+        swept = [c for c in args.sweep if any(config is c for config, _ in results)]
+        by_config = {c.name: [summarise(r) for config, r in results if config is c] for c in swept}
+        analysis = capacity.analyse(swept, by_config, args.goal_factor)
+        table = capacity.markdown(analysis)
     print(table)
     if args.markdown_path:
         with open(args.markdown_path, "w") as f:
             f.write(f"{meta['date']}, `{meta['command']}`\n\n{table}\n")
     if args.json_path:
-        write_json(args.json_path, results, meta)
+        write_json(args.json_path, [r for _, r in results], meta, **({"capacity": analysis} if analysis else {}))
     if args.plot_path:
         title = f"{args.stack or meta['address']}: {args.scenario}, max_new_tokens {args.max_new_tokens}"
-        plot(args.plot_path, summaries, title)
+        if analysis:
+            capacity.plot(args.plot_path, analysis, f"{title}, {args.cost_profile or 'real costs'}, "
+                                                    f"max_batch {args.max_batch}")
+        else:
+            plot(args.plot_path, summaries, title)
     failed = sum(s["requests"] - s["ok"] for s in summaries)
     return 1 if args.fail_on_errors and failed else 0
 

@@ -74,6 +74,7 @@ def summarise(result: RunResult) -> dict:
         "tau": sum(s["emitted_tokens"] for s in stats) / rounds if rounds else None,
         "draft_fallbacks": sum(bool(s["draft_fallback"]) for s in stats),
         "reprefills": sum(s["reprefills"] for s in stats),
+        "overruns": result.overruns,
     }
 
 
@@ -134,7 +135,7 @@ def machine_info() -> dict:
     }
 
 
-def write_json(path: str | Path, results: Sequence[RunResult], meta: dict) -> None:
+def write_json(path: str | Path, results: Sequence[RunResult], meta: dict, **extra) -> None:
     runs = []
     for result in results:
         plan = asdict(result.plan)
@@ -143,7 +144,7 @@ def write_json(path: str | Path, results: Sequence[RunResult], meta: dict) -> No
             "summary": summarise(result), "plan": plan, "records": [r.as_dict() for r in result.records],
         })
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps({"meta": meta, "runs": runs}, indent=1) + "\n")
+    Path(path).write_text(json.dumps({"meta": meta, "runs": runs, **extra}, indent=1) + "\n")
 
 
 def plot(path: str | Path, summaries: Sequence[dict], title: str = "") -> None:
@@ -170,14 +171,25 @@ def plot(path: str | Path, summaries: Sequence[dict], title: str = "") -> None:
         thr.plot(x, [10 * s["requests_per_s"] for s in group], "--s", label=f"10 x requests/s ({name})")
     levels = sorted({s["clients"] for s in summaries})
     for ax, ylabel, heading in ((lat, "latency (s)", "latency percentiles"), (thr, "per second", "throughput")):
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(levels, [str(n) for n in levels])
-        ax.minorticks_off()
-        ax.set_xlabel("concurrent clients")
-        ax.set_ylabel(ylabel)
-        ax.set_title(heading)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+        clients_axis(ax, levels, ylabel, heading)
+    save_figure(fig, path, title)
+
+
+def clients_axis(ax, levels: Sequence[int], ylabel: str, heading: str) -> None:
+    """A log2 axis of client counts, labelled with the levels run."""
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(levels, [str(n) for n in levels])
+    ax.minorticks_off()
+    ax.set_xlabel("concurrent clients")
+    ax.set_ylabel(ylabel)
+    ax.set_title(heading)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def save_figure(fig, path: str | Path, title: str = "") -> None:
+    import matplotlib.pyplot as plt
+
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

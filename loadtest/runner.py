@@ -50,6 +50,7 @@ class RunResult:
     plan: LoadPlan
     wall_s: float  # the level's first request sent -> its last request ended
     records: list[RequestRecord]
+    overruns: dict | None = None  # a --stack run under a cost profile: loadtest.budgets.delta
 
 
 class _Gauge:

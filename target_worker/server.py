@@ -37,6 +37,9 @@ def build_servicer(config: TargetWorkerConfig) -> TargetWorkerServicer:
             evictions=endpoint.sessions.evictions,
             max_sessions=config.max_sessions,
             cost_profile=config.cost_profile or "",
+            max_batch=config.max_batch,
+            budgeted_forwards=budget.forwards if budget is not None else 0,
+            overrun_forwards=budget.overruns if budget is not None else 0,
         )
 
     return TargetWorkerServicer(endpoint, describe)

@@ -7,7 +7,7 @@ INVALID_ARGUMENT.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import AsyncIterator, Callable
 
 from specdec.backend.local import LocalTarget
 from specdec.pb.v1 import common_pb2, target_worker_pb2, target_worker_pb2_grpc
@@ -19,6 +19,9 @@ from specdec.rpc.convert import (
     tree_verification_to_pb,
     verification_to_pb,
 )
+from specdec.telemetry import spans
+
+WORKER_VERIFY = "specdec.worker.verify"  # the span of one round on a VerifyStream
 
 
 class TargetWorkerServicer(target_worker_pb2_grpc.TargetWorkerServicer):
@@ -27,6 +30,19 @@ class TargetWorkerServicer(target_worker_pb2_grpc.TargetWorkerServicer):
         self.describe = describe
 
     async def Verify(self, request: target_worker_pb2.VerifyRequest, context) -> target_worker_pb2.VerifyResponse:
+        return await self._verify(request)
+
+    async def VerifyStream(self, requests, context) -> AsyncIterator[target_worker_pb2.VerifyResponse]:
+        """One round per message, in order (the session binding checked every message)."""
+        async for request in requests:
+            with spans.worker_round(WORKER_VERIFY, request.traceparent, **{
+                spans.SESSION: request.session_id, spans.START: request.start,
+                spans.DRAFT_TOKENS: len(request.draft_tokens)}) as span:
+                reply = await self._verify(request)
+                span.set_attribute(spans.ACCEPTED_TOKENS, reply.accepted)
+            yield reply
+
+    async def _verify(self, request: target_worker_pb2.VerifyRequest) -> target_worker_pb2.VerifyResponse:
         if not request.session_id:
             raise ValueError("session_id is empty")
         params = sampling_from_pb(request.sampling)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
 import shlex
@@ -21,16 +22,20 @@ import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from specdec.core.pipeline import Acceptance, pearl_model
+from specdec.bench.transport import GRPC_SUFFIX
+
 SD_BOUND = "(1 - a^(k+1)) / (1 - a) / (k*c + 1)"
-PEARL_BOUND = "(1 - a^(k+1)) / (1 - a) / max(1, k*c)"
 BOUND_NOTES = {
     "sd": f"vanilla speculative decoding over target-only: {SD_BOUND} (docs/algorithms.md §0)",
     "pearl": (
-        f"PEARL with the draft fully hidden behind verification: {PEARL_BOUND}, i.e. the expected emitted "
-        "tokens per target pass, a pass lasting max(1, k*c) target steps (when k draft steps take longer than "
-        "one verification the target waits for them). Optimistic: PEARL drops the bonus token when the "
-        "draft has gone on, and its pre-verify passes carry one draft token."
+        "the PEARL pipeline model (specdec/core/pipeline.py, docs/algorithms.md §4): the loop's own rules "
+        "played with every pass costing one target step and every draft step c, no per-call cost, the window "
+        "K of the row, and the run's acceptance as a two-state Markov chain (a_r: P(accepted) right after a "
+        "rejection or at the start; a_a: right after an accepted token), mean over 400 simulated requests of "
+        "the run's length"
     ),
+    "a_r / a_a": "the Markov acceptance fitted to the run's verdicts in call order (see pearl)",
     "a": "per-position acceptance, accepted / (accepted + rounds with a rejection), over rounds with a draft",
     "k": "mean draft tokens per round with a draft (= k for fixed; the adaptive policies' mean)",
     "c": "draft step cost / target step cost: the profile's draft_ms / target_ms (emulated); real: the median "
@@ -53,14 +58,32 @@ def expected_emitted(a: float, k: float) -> float:
     return (1.0 - a ** (k + 1.0)) / (1.0 - a)
 
 
-def sd_bound(a: float, k: float, c: float) -> float:
-    """The speedup a vanilla (sequential) speculative decoder can reach over target-only."""
-    return expected_emitted(a, k) / (k * c + 1.0)
+def sd_bound(a: float, k: float, c: float, tokens: int | None = None, prefill: tuple[int, int] = (1, 1)) -> float:
+    """The speedup a vanilla (sequential) speculative decoder can reach over target-only.
+
+    With `tokens` (the run's length) and `prefill` = (target passes over the prompt and
+    its first draft tokens, draft steps over the prompt) under a chunked cost profile, the
+    prompt's extra chunks are counted on both sides: the target alone takes
+    prefill[0] + tokens - 1 passes, speculation one per round plus the same extra chunks."""
+    per_round = expected_emitted(a, k) / (k * c + 1.0)
+    if tokens is None or prefill == (1, 1):
+        return per_round
+    target_chunks, draft_chunks = prefill
+    rounds = tokens / expected_emitted(a, k)
+    spec = rounds * (k * c + 1.0) + (target_chunks - 1) + (draft_chunks - 1) * c
+    return (target_chunks + tokens - 1) / spec
 
 
-def pearl_bound(a: float, k: float, c: float) -> float:
-    """PEARL's ceiling: drafting hidden behind verification as long as k*c <= 1."""
-    return expected_emitted(a, k) / max(1.0, k * c)
+def prefill_chunks(raw: dict, run: dict, k: float | None) -> tuple[int, int]:
+    """(target passes over the prompt plus k draft tokens, draft steps over the prompt)
+    under the run's cost profile (budgets per started chunk of flat_tokens); (1, 1) on
+    real costs, where the bounds count no prefill."""
+    profile = raw.get("profile")
+    if not profile:
+        return 1, 1
+    flat = profile.get("flat_tokens", 32)
+    length = raw["prompts"][run["prompt"]]["prompt_tokens"]
+    return math.ceil((length + round(k or 0)) / flat), math.ceil(length / flat)
 
 
 def per_position_acceptance(verdicts: Iterable[Sequence[int]]) -> float | None:
@@ -109,7 +132,7 @@ def _median(values) -> float | None:
     return statistics.median(values) if values else None
 
 
-def derive(run: dict, baseline_wall: float | None, c: float) -> dict:
+def derive(run: dict, baseline_wall: float | None, c: float, raw: dict | None = None) -> dict:
     """The per-run figures the summary takes medians of."""
     d = {"tokens_per_s": run["tokens_per_s"], "speedup": baseline_wall / run["wall_s"] if baseline_wall else None}
     fwd = run["forwards"]
@@ -138,18 +161,22 @@ def derive(run: dict, baseline_wall: float | None, c: float) -> dict:
     a, k = per_position_acceptance(run["verdicts"]), mean_draft_length(run["verdicts"])
     d.update(a=a, k_mean=k)
     if run["mode"] != "autoregressive" and k is not None and a is not None:
-        d["bound_sd"] = sd_bound(a, k, c)
+        d["bound_sd"] = sd_bound(a, k, c, run["tokens"], prefill_chunks(raw, run, k) if raw else (1, 1))
         d["efficiency_sd"] = d["speedup"] / d["bound_sd"] if d["speedup"] else None
-        if run["mode"] == "pearl":
-            d["bound_pearl"] = pearl_bound(a, k, c)
-            d["efficiency_pearl"] = d["speedup"] / d["bound_pearl"] if d["speedup"] else None
+    acceptance = Acceptance.fit(run["verdicts"])
+    if acceptance is not None:
+        d.update(a_after_reject=acceptance.after_reject, a_after_accept=acceptance.after_accept)
+        if run["mode"] == "pearl" and run.get("draft_length"):
+            prefill = prefill_chunks(raw, run, 0)[1] if raw else 1
+            d["model_pearl"] = pearl_model(acceptance, c, run["draft_length"], run["tokens"], prefill=prefill)
+            d["efficiency_pearl"] = d["speedup"] / d["model_pearl"] if d["speedup"] else None
     return d
 
 
 FIELDS = ("tokens_per_s", "speedup", "rounds", "draft_tokens", "accepted_tokens", "acceptance_rate", "a", "tau",
           "k_mean", "ttft_s", "draft_compute_s", "target_compute_s", "network_s", "draft_share", "target_share",
           "network_share", "overhead_share", "other_share", "draft_step_s", "target_pass_s", "c_observed",
-          "bound_sd", "efficiency_sd", "bound_pearl", "efficiency_pearl", "tree_nodes", "dag_nodes", "merged_nodes")
+          "bound_sd", "efficiency_sd", "a_after_reject", "a_after_accept", "model_pearl", "efficiency_pearl", "tree_nodes", "dag_nodes", "merged_nodes")
 
 
 def summarise(raw: dict) -> dict:
@@ -159,19 +186,20 @@ def summarise(raw: dict) -> dict:
     # speedup against the baseline of the same transport (the peer, in-process, against whichever ran)
     base = {(_transport(r), r["prompt"], r["repeat"]): r["wall_s"] for r in runs if r["mode"] == "autoregressive"}
     base_any = {(p, rep): w for (_, p, rep), w in reversed(list(base.items()))}
+    runs = [_with_verdicts(r, runs) for r in runs]
     names = [cfg["name"] for cfg in raw["configs"]] + (["hf-assisted"] if raw.get("peer") else [])
     configs, per_kind = [], {}
     kinds = list(dict.fromkeys(p["kind"] for p in raw["prompts"]))
     for name in names:
         rs = [r for r in runs if r["config"] == name]
         derived = [derive(r, base.get((_transport(r), r["prompt"], r["repeat"]),
-                                      base_any.get((r["prompt"], r["repeat"]))), c) for r in rs]
+                                      base_any.get((r["prompt"], r["repeat"]))), c, raw) for r in rs]
         row = {"name": name, "mode": rs[0]["mode"] if rs else None, "policy": rs[0]["policy"] if rs else None,
                "draft_length": rs[0]["draft_length"] if rs else None, "runs": len(rs),
                "transport": _transport(rs[0]) if rs else "inprocess"}
         row.update({f: _median(d.get(f) for d in derived) for f in FIELDS})
         row["overruns"] = _overruns(r["budget"] for r in rs)
-        row["overruns"]["remote"] = row["transport"] == "grpc"  # the workers' budgets: other processes
+        row["overruns"]["remote"] = row["transport"] == "grpc"  # counted by the workers (GetInfo), no worst one
         same = [r["identical"] for r in rs if r["identical"] is not None]
         row["identical"] = all(same) if same else None
         row["identical_runs"] = f"{sum(same)}/{len(same)}" if same else None
@@ -182,8 +210,10 @@ def summarise(raw: dict) -> dict:
                    "runs": sum(r["kind"] == kind for r in rs)}
             for kind in kinds
         }
-    overran = [f"{row['name']} ({row['overruns']['total']} of {row['overruns']['forwards_checked']}, worst "
-               f"+{row['overruns']['worst_overrun_s'] * 1000:.0f} ms)" for row in configs if row["overruns"]["total"]]
+    overran = [f"{row['name']} ({row['overruns']['total']} of {row['overruns']['forwards_checked']}, "
+               + ("worst not reported by the workers)" if row["overruns"]["remote"] else
+                  f"worst +{row['overruns']['worst_overrun_s'] * 1000:.0f} ms)")
+               for row in configs if row["overruns"]["total"]]
     invalid = [f"forwards overran their budget: {', '.join(overran)}"] if overran else []
     not_lossless = [row["name"] for row in configs if row["identical"] is False]
     return {
@@ -208,6 +238,14 @@ def headline(configs: list[dict], transport: list[dict] | None) -> dict:
                 best[mode] = {"name": top["name"], "speedup": top["speedup"]}
         if "pearl" in best and "sequential" in best:
             best["pearl_vs_sequential"] = best["pearl"]["speedup"] / best["sequential"]["speedup"]
+        rows = [r for r in configs if r["transport"] == where and r["speedup"]]
+        auto = [r for r in rows if _is_auto(r)]
+        static = [r for r in rows if not _is_auto(r)]
+        if auto and static:
+            top, rival = max(auto, key=lambda r: r["speedup"]), max(static, key=lambda r: r["speedup"])
+            best["auto"] = {"name": top["name"], "speedup": top["speedup"]}
+            best["static"] = {"name": rival["name"], "speedup": rival["speedup"]}
+            best["auto_vs_static"] = top["speedup"] / rival["speedup"]
         out["best"][where] = best
     shares = [t["transport_overhead_share"] for t in transport or () if t["transport_overhead_share"] is not None]
     if shares:
@@ -225,11 +263,31 @@ def headline_lines(summary: dict) -> list[str]:
             p, q = best["pearl"], best["sequential"]
             lines.append(f"Best PEARL vs best sequential ({where}): **{best['pearl_vs_sequential']:.2f}x** "
                          f"({p['name']} {p['speedup']:.2f}x vs {q['name']} {q['speedup']:.2f}x over the target alone).")
+        if "auto_vs_static" in best:
+            p, q = best["auto"], best["static"]
+            lines.append(f"Auto vs the best static configuration ({where}): **{best['auto_vs_static']:.2f}x** "
+                         f"({p['name']} {p['speedup']:.2f}x vs {q['name']} {q['speedup']:.2f}x over the target alone).")
     grpc = summary.get("headline", {}).get("grpc_overhead")
     if grpc:
         lines.append(f"gRPC vs in-process: the transport costs {grpc['median'] * 100:.1f}% of wall (median over "
                      f"configurations), at most {grpc['worst'] * 100:.1f}% ({grpc['worst_name']}).")
     return lines
+
+
+def _with_verdicts(run: dict, runs: list[dict]) -> dict:
+    """A grpc run whose verdicts the coordinator did not report borrows those of the
+    in-process run of the same configuration, prompt and repeat (for a, a_r / a_a and the
+    bounds; its speed-up stays its own)."""
+    if _transport(run) != "grpc" or run.get("verdicts"):
+        return run
+    twin = next((r for r in runs if _transport(r) == "inprocess" and r["prompt"] == run["prompt"]
+                 and r["repeat"] == run["repeat"] and r["config"] == run["config"].removesuffix(GRPC_SUFFIX)), None)
+    return {**run, "verdicts": twin["verdicts"]} if twin else run
+
+
+def _is_auto(row: dict) -> bool:
+    """A row whose mode or policy is chosen from the measured costs (mode / policy auto)."""
+    return row.get("mode") == "auto" or row.get("policy") == "auto"
 
 
 def _transport(run: dict) -> str:
@@ -312,9 +370,9 @@ def markdown(raw: dict, summary: dict) -> str:
     if raw["profile"]:
         if summary["valid"]:
             checked = sum(r["overruns"]["forwards_checked"] for r in summary["configs"])
-            remote = " (grpc rows: the workers' budgets are in their own processes, not checked here: n/a (remote))" \
+            remote = " (grpc rows: as the workers count them, GetInfo)" \
                 if any(r["overruns"].get("remote") for r in summary["configs"]) else ""
-            lines.append(f"VALID: none of {checked} timed in-process forwards overran its budget{remote}.")
+            lines.append(f"VALID: none of {checked} timed forwards overran its budget{remote}.")
         else:
             lines.append(f"**INVALID: {'; '.join(summary['invalid_reasons'])}**")
         lines.append("")
@@ -324,7 +382,7 @@ def markdown(raw: dict, summary: dict) -> str:
         lines += [f"**NOT LOSSLESS: greedy output differs from the baseline in {', '.join(summary['not_identical'])}**",
                   ""]
     head = ("| configuration | k | tok/s | speedup | rounds | drafted | accepted | acc. rate | a | tau | k mean "
-            "| draft | target | network | overhead | other | bound SD | eff. SD | bound PEARL | eff. PEARL "
+            "| draft | target | network | overhead | other | bound SD | eff. SD | a_r / a_a | model PEARL | eff. PEARL "
             "| overruns d/t | identical |")
     real = raw["profile"] is None
     if real:  # the cost ratio each configuration faced: on a CPU a verification pass is not one step
@@ -332,7 +390,7 @@ def markdown(raw: dict, summary: dict) -> str:
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     for r in summary["configs"]:
         o = r["overruns"]
-        overruns = "-" if real else "n/a (remote)" if o.get("remote") else f"{o['draft']}/{o['target']}"
+        overruns = "-" if real else f"{o['draft']}/{o['target']}"
         c_obs = f"| {_f(r['c_observed'])} " if real else ""
         k = "-" if r["draft_length"] is None else str(r["draft_length"])
         lines.append(
@@ -341,7 +399,8 @@ def markdown(raw: dict, summary: dict) -> str:
             f"| {_pct(r['acceptance_rate'])} | {_f(r['a'])} | {_f(r['tau'])} | {_f(r['k_mean'], '.1f')} "
             f"| {_pct(r['draft_share'])} | {_pct(r['target_share'])} | {_pct(r['network_share'])} "
             f"| {_pct(r['overhead_share'])} | {_pct(r['other_share'])} {c_obs}| {_f(r['bound_sd'], '.2f', 'x')} "
-            f"| {_f(r['efficiency_sd'])} | {_f(r['bound_pearl'], '.2f', 'x')} | {_f(r['efficiency_pearl'])} "
+            f"| {_f(r['efficiency_sd'])} | {_f(r['a_after_reject'])} / {_f(r['a_after_accept'])} "
+            f"| {_f(r['model_pearl'], '.2f', 'x')} | {_f(r['efficiency_pearl'])} "
             f"| {overruns} | {r['identical_runs'] or '-'} |"
         )
     lines += ["", *footnotes(raw, summary), "", per_kind_table(summary), ""]
@@ -363,13 +422,11 @@ def footnotes(raw: dict, summary: dict) -> list[str]:
         "the wait to the budget; under PEARL they overlap and may sum past 100%), network = call time outside "
         "the model, overhead = (wall - union of compute intervals) / wall, other = overhead - network (waiting, "
         "scheduling, Python).",
-        f"bound SD = {SD_BOUND}; bound PEARL = {PEARL_BOUND} (PEARL rows only; draft fully hidden behind "
-        "verification, the pass lasting max(1, k*c) target steps); eff. = median of speedup / bound per run. "
-        "The PEARL bound is a ceiling, not PEARL's expectation: a pass whose window was all accepted while the "
-        "draft went on emits no bonus token ((1 - a^k) / (1 - a) per pass), and a pre-verify pass after a "
-        "rejection carries one draft token and emits exactly one token. eff. above 1 is possible: the bounds "
-        "ignore per-call overhead (which the baseline pays per token and speculation per round) and assume "
-        "i.i.d. acceptance.",
+        f"bound SD = {SD_BOUND} (i.i.d. a); model PEARL = {b['pearl']} (PEARL rows only); a_r / a_a = "
+        f"{b['a_r / a_a']}; eff. = median of speedup / bound (or model) per "
+        "run. grpc rows borrow the verdicts of the in-process run of the same configuration and prompt (the "
+        "coordinator does not report them). eff. above 1 is possible: neither counts the per-call overhead the "
+        "baseline pays per token, and the SD bound assumes i.i.d. acceptance.",
         f"c = {summary['c']:.3f} ({summary['c_source']}).",
     ]
     if raw["profile"]:

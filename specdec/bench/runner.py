@@ -32,7 +32,7 @@ from specdec.bench.peer import assisted_generate, peer_settings
 from specdec.bench.report import load_average, machine_info
 from specdec.bench.transport import GRPC_SUFFIX, RemoteRunner, transports_of
 from specdec.core.policies import make_policy
-from specdec.core.request import Mode, parse_mode
+from specdec.core.request import AUTO_K_MAX, Mode, parse_mode
 from specdec.loop.generate import generate as run_request
 from specdec.runtime.cost import CostProfile, ForwardBudget
 from specdec.runtime.session import ModelSession
@@ -128,7 +128,7 @@ def parse_policies(items: Sequence[str], draft_length: int) -> list[tuple[str, i
         head, _, threshold = spec.partition("@")
         name, _, k = head.partition(":")
         try:
-            k_value = int(k) if k else draft_length
+            k_value = int(k) if k else (AUTO_K_MAX if name == "auto" else draft_length)
         except ValueError:
             raise ValueError(f"policy {spec!r}: the part after ':' must be a draft length, e.g. fixed:4") from None
         try:
@@ -335,8 +335,9 @@ class Bench:
         meters = {r: m.snapshot() for r, m in self.meters.items()}
         budgets = _budget_start(self.budgets)
         began = time.perf_counter()
-        result = asyncio.run(run_request(
-            request, self.engine.draft_endpoint, self.target, self.engine.eos_token_ids, self.engine.context_length
+        result = asyncio.run(run_request(  # the engine's measured costs: PEARL's default window, policy auto
+            request, self.engine.draft_endpoint, self.target, self.engine.eos_token_ids, self.engine.context_length,
+            speed=self.engine.speed,
         ))
         wall = time.perf_counter() - began
         return {

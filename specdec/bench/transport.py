@@ -8,14 +8,17 @@ shaped in the worker processes) and runs one request per call through
 transports see identical prompts. It returns the same record as `Bench.run_ours`,
 built from the response's stats (the coordinator's time split, network_s included).
 What the coordinator does not report stays empty: the per-round verdicts (so no `a`
-and no bounds for grpc rows), the module-hook forward timings, and the workers'
-ForwardBudget overruns (their budgets live in other processes: "n/a (remote)").
+and no bounds for grpc rows) and the module-hook forward timings. Under a cost profile the
+workers' overrun counters (GetInfo) are read before and after each request, so gRPC rows
+are checked too (without the worst overrun, which workers do not report).
 """
 
 from __future__ import annotations
 
 import time
 from typing import Sequence
+
+from specdec.client import workers
 
 TRANSPORTS = ("inprocess", "grpc", "both")
 GRPC_SUFFIX = " [grpc]"
@@ -58,6 +61,7 @@ class RemoteRunner:
         began = time.perf_counter()
         self.stack.start()
         self.startup_s = time.perf_counter() - began
+        self.addresses = {"draft": self.stack.draft.address, "target": self.stack.target.address}
         self.client = Client(self.stack.address, retries=0)
         return self
 
@@ -68,6 +72,7 @@ class RemoteRunner:
 
     def run(self, cfg, prompt_ids: Sequence[int], max_new_tokens: int, seed: int) -> dict:
         s = self.settings
+        before = workers.budget_counts(self.addresses) if s.emulated else None
         began = time.perf_counter()
         out = self.client.complete(
             list(prompt_ids), max_new_tokens=max_new_tokens, temperature=s.temperature, seed=seed, mode=cfg.mode,
@@ -75,9 +80,14 @@ class RemoteRunner:
             tree_nodes=s.tree_nodes,
         )
         wall = time.perf_counter() - began
+        budget = None
+        if before is not None:
+            got = workers.delta(before, workers.budget_counts(self.addresses))
+            budget = {role: {"forwards": got[f"{role}_forwards"], "overruns": got[role], "worst_overrun_s": 0.0}
+                      for role in self.addresses}
         return {
             "token_ids": list(out.token_ids), "wall_s": wall, "finish_reason": out.finish_reason,
             "stats": stats_dict(out.stats), "verdicts": [],
             "forwards": {"draft": dict(_NO_FORWARDS), "target": dict(_NO_FORWARDS)},
-            "budget": None,
+            "budget": budget,
         }

@@ -5,7 +5,7 @@ Torch-free: only the generated protobuf modules are imported.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Sequence
 
 from specdec.client.errors import InvalidRequestError
@@ -41,10 +41,14 @@ class Stats:
     tree_nodes: int = 0  # mode gsd: nodes in the verified token trees
     dag_nodes: int = 0  # mode gsd: distinct nodes the draft drafted
     merged_nodes: int = 0  # mode gsd: draws merged into an existing node
+    mode_run: str = ""  # the mode the request ran (mode auto: the one it chose)
+    auto_k_rounds: dict = field(default_factory=dict)  # policy auto: draft length chosen -> rounds
 
     @classmethod
     def from_pb(cls, msg: pb.GenerationStats) -> "Stats":
-        return cls(**{f.name: getattr(msg, f.name) for f in fields(cls)})
+        values = {f.name: getattr(msg, f.name) for f in fields(cls)}
+        values["auto_k_rounds"] = dict(msg.auto_k_rounds)
+        return cls(**values)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -43,6 +43,50 @@ def residual(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return p.float() if total <= RESIDUAL_EPS else r / total
 
 
+def judge_prefix(
+    target_logits: torch.Tensor,  # [n, V]: p for the first n draft positions (n <= k)
+    draft_tokens: Sequence[int],  # [k]
+    proposals: Sequence[SparseDist] | None,  # [k] the exact q each draft token was sampled from
+    params: SamplingParams,
+    seed: int,
+    position: int,  # absolute index of the first draft token in the sequence
+) -> tuple[int, int | None]:
+    """Judge the first n draft tokens: (accepted, recovered token at the first rejection
+    or None when all n were accepted). The decision at a position depends only on its
+    row, its token, its q and the keys (seed, position), never on how the rows were
+    grouped into passes: PEARL judges a token against a row kept from the last pass."""
+    n = target_logits.shape[0]
+    if n > len(draft_tokens):
+        raise ValueError(f"{n} target rows for only {len(draft_tokens)} draft tokens")
+    if params.greedy:
+        argmax = target_logits.argmax(-1).tolist()
+        for i in range(n):
+            if draft_tokens[i] != argmax[i]:
+                return i, argmax[i]
+        return n, None
+    if proposals is None or len(proposals) != len(draft_tokens):
+        raise ValueError("sampled verification needs the draft's proposal q for every draft token")
+    p_all = logits_to_probs(target_logits, params)  # [n, V] fp32
+    for i in range(n):
+        token, p, q = draft_tokens[i], p_all[i], proposals[i]
+        q_tok = q.prob_of(token)
+        if q_tok <= 0.0:
+            raise ValueError(f"draft token {token} has q = 0 in its own proposal at position {position + i}")
+        ratio = float(p[token]) / q_tok
+        if ratio >= 1.0 or rng.uniform(seed, rng.Stream.ACCEPT, position + i) < ratio:
+            continue
+        recovered = rng.sample(residual(p, q.dense(p.shape[-1])), seed, rng.Stream.RESIDUAL, position + i)
+        return i, recovered
+    return n, None
+
+
+def sample_bonus(row: torch.Tensor, params: SamplingParams, seed: int, position: int) -> int:
+    """The target's own token at `position` from its logits row (greedy: the argmax)."""
+    if params.greedy:
+        return int(row.argmax())
+    return rng.sample(logits_to_probs(row, params), seed, rng.Stream.RESIDUAL, position)
+
+
 def verify_chain(
     target_logits: torch.Tensor,  # [k + 1, V]: p for each draft position, then the bonus position
     draft_tokens: Sequence[int],  # [k]
@@ -54,25 +98,7 @@ def verify_chain(
     k = len(draft_tokens)
     if target_logits.shape[0] != k + 1:
         raise ValueError(f"need {k + 1} target rows for {k} draft tokens, got {target_logits.shape[0]}")
-    if params.greedy:
-        argmax = target_logits.argmax(-1).tolist()
-        for i, token in enumerate(draft_tokens):
-            if token != argmax[i]:
-                return Verdict(accepted=i, next_token=argmax[i], drafted=k)
-        return Verdict(accepted=k, next_token=argmax[k], drafted=k)
-
-    if proposals is None or len(proposals) != k:
-        raise ValueError("sampled verification needs the draft's proposal q for every draft token")
-    p_all = logits_to_probs(target_logits, params)  # [k + 1, V] fp32
-    for i, token in enumerate(draft_tokens):
-        p, q = p_all[i], proposals[i]
-        q_tok = q.prob_of(token)
-        if q_tok <= 0.0:
-            raise ValueError(f"draft token {token} has q = 0 in its own proposal at position {position + i}")
-        ratio = float(p[token]) / q_tok
-        if ratio >= 1.0 or rng.uniform(seed, rng.Stream.ACCEPT, position + i) < ratio:
-            continue
-        recovered = rng.sample(residual(p, q.dense(p.shape[-1])), seed, rng.Stream.RESIDUAL, position + i)
-        return Verdict(accepted=i, next_token=recovered, drafted=k)
-    bonus = rng.sample(p_all[k], seed, rng.Stream.RESIDUAL, position + k)
-    return Verdict(accepted=k, next_token=bonus, drafted=k)
+    accepted, recovered = judge_prefix(target_logits[:k], draft_tokens, proposals, params, seed, position)
+    if recovered is not None:
+        return Verdict(accepted=accepted, next_token=recovered, drafted=k)
+    return Verdict(accepted=k, next_token=sample_bonus(target_logits[k], params, seed, position + k), drafted=k)

@@ -12,6 +12,7 @@ class Mode(str, enum.Enum):
     SEQUENTIAL = "sequential"  # vanilla speculative decoding: draft, then verify
     PEARL = "pearl"  # drafting and verification overlapped (pre-/post-verify)
     GSD = "gsd"  # graph-structured drafts verified as a tree
+    AUTO = "auto"  # sequential or PEARL, whichever the measured costs say pays (specdec/core/goodput.py)
 
 
 class PolicyName(str, enum.Enum):
@@ -19,6 +20,7 @@ class PolicyName(str, enum.Enum):
     HEURISTIC = "heuristic"
     ADAEDL = "adaedl"
     SPECDECPP = "specdecpp"
+    AUTO = "auto"  # k in 0..k_max per round by expected goodput (0: the target alone)
 
 
 class FinishReason(str, enum.Enum):
@@ -27,8 +29,8 @@ class FinishReason(str, enum.Enum):
     CANCELLED = "cancelled"
 
 
-DEFAULT_MODE = Mode.SEQUENTIAL  # what a request that names no mode runs
-DEFAULT_POLICY = PolicyName.ADAEDL  # ... and no policy
+DEFAULT_MODE = Mode.AUTO  # what a request that names no mode runs: whatever the measured costs say pays
+DEFAULT_POLICY = PolicyName.AUTO  # ... and no policy
 
 # The flat keyword names of mode gsd's tree shape (SDK, engine, CLI) -> TreeParams fields
 # (and the proto's TreeParams). One table, so every front end spells them alike.

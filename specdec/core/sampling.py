@@ -45,14 +45,29 @@ def logits_to_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tenso
         kth = torch.topk(logits, params.top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if params.top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=False)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        # drop the low tail whose mass is <= 1 - top_p; the top token always stays
-        drop_sorted = cum <= (1.0 - params.top_p)
-        drop_sorted[..., -1] = False
-        drop = drop_sorted.scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
+        logits = _top_p(logits, params.top_p)
     return logits.softmax(-1)
+
+
+TOP_P_CANDIDATES = 1024  # top-p looks for its cut among this many tokens first (a full sort otherwise)
+
+
+def _top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Hugging Face's top-p: drop the low tail whose mass is <= 1 - top_p (the top token
+    always stays). A token stays iff the mass of the tokens above it is < top_p, so the
+    cut is found among the top candidates when their mass reaches top_p (nearly always:
+    a full sort of a 150k vocabulary costs ~30 ms on one core, this ~2 ms)."""
+    probs = logits.softmax(-1)
+    n = min(TOP_P_CANDIDATES, logits.shape[-1])
+    values, ids = torch.topk(probs, n, dim=-1)  # descending
+    above = values.cumsum(-1) - values  # mass of the tokens ranked above each candidate
+    keep_sorted = above < top_p
+    if n < logits.shape[-1] and bool(keep_sorted[..., -1].any()):  # the cut lies beyond the candidates
+        values, ids = torch.sort(probs, dim=-1, descending=True)
+        keep_sorted = (values.cumsum(-1) - values) < top_p
+    keep_sorted[..., 0] = True
+    keep = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, ids, keep_sorted)
+    return logits.masked_fill(~keep, float("-inf"))
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:

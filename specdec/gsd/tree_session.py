@@ -84,6 +84,7 @@ def forward_rows(
     if session.budget is not None:
         session.budget.settle(m, began)
     session.tokens.extend(record)
+    session.forget_row()  # tree rows are not the linear sequence: no kept row
     return ForwardResult(out.logits[0], None, m, time.perf_counter() - began)
 
 

@@ -176,13 +176,30 @@ def serve(
         raise typer.Exit(2)
 
 
+def chosen_dtype(dtype: str, preset: str, cost_profile: str | None, gpus: float = 0.0) -> str:
+    """`dtype`, with "auto" resolved and the reason printed (specdec/models/hardware.py).
+    The tiny pair and emulated costs stay in float32: exact, and their speed is declared."""
+    if dtype != "auto":
+        return dtype
+    if preset == "tiny" or cost_profile:
+        typer.echo("dtype: float32 (the tiny pair or an emulated cost profile: exact, speed declared)", err=True)
+        return "float32"
+    from specdec.models.hardware import choose_dtype
+
+    chosen, why = choose_dtype("cuda" if gpus else "cpu")
+    typer.echo(f"dtype: {chosen} ({why}; --dtype to choose)", err=True)
+    return chosen
+
+
 def up(
     preset: str = typer.Option("qwen-coder", help="Model pair: qwen-coder | tiny."),
     tiny: bool = typer.Option(False, "--tiny", help="Shorthand for --preset tiny (random tiny models)."),
     port: int = typer.Option(50051, help="Coordinator port (workers get free ports)."),
     cost_profile: Optional[str] = typer.Option(None, help="Emulate a device's forward latency, e.g. gpu-like."),
     seed: int = typer.Option(0, help="Seed that builds the tiny models."),
-    dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16."),
+    dtype: str = typer.Option(
+        "auto", help="auto | float32 | bfloat16 | float16 (auto: bfloat16 where a short measurement says it is "
+                     "faster here, else float32; the tiny pair and emulated costs: float32)."),
     startup_timeout: float = typer.Option(600.0, help="Seconds to wait for all services to report SERVING."),
     ray: Optional[str] = typer.Option(
         None, "--ray", metavar="ADDRESS",
@@ -203,6 +220,7 @@ def up(
 ):
     """Start draft worker, target worker and coordinator on 127.0.0.1 (or, with --ray, as
     actors on a Ray cluster); Ctrl-C stops all."""
+    dtype = chosen_dtype(dtype, "tiny" if tiny else preset, cost_profile, gpus=draft_gpus + target_gpus)
     if ray is not None:
         return _up_on_ray(
             address=ray, host=ray_host, port=port, preset="tiny" if tiny else preset, seed=seed, dtype=dtype,

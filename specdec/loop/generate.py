@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from specdec.backend.endpoints import DraftEndpoint, EndpointUnavailable, TargetEndpoint
-from specdec.core import rng
+from specdec.core import goodput, rng
 from specdec.core.policies import DraftLengthPolicy, make_policy
 from specdec.core.request import (
     FinishReason,
@@ -109,9 +109,13 @@ class Request:
         self.params = request.sampling
         self.seed = request.seed if request.seed is not None else rng.fresh_seed()
         self.session_id = uuid.uuid4().hex
-        self.speed: SpeedRatio | None = speed  # shared across requests: PEARL's default window is measured
-        self.draft_length = request.resolved_draft_length(speed)
-        self.policy: DraftLengthPolicy = make_policy(request.policy, self.draft_length, request.threshold)
+        self.speed: SpeedRatio | None = speed  # shared across requests: what the models cost, as measured
+        self.mode, self.mode_plan = choose_mode(request, draft is not None, speed)
+        self.draft_length = request.resolved_draft_length(speed, self.mode)
+        self.policy: DraftLengthPolicy = make_policy(
+            request.policy, self.draft_length, request.threshold, speed=speed, mode=self.mode
+        )
+        self._target_calls = 0
         eos = frozenset() if request.ignore_eos else frozenset(eos_ids)
         self.out = Output(request, eos | frozenset(request.stop_token_ids), context_length, on_tokens)
         self.stats = RequestStats()
@@ -128,17 +132,34 @@ class Request:
             v = await self.target.verify(self.session_id, self.out.committed, tokens, proposals, self.params, self.seed)
             ended = time.perf_counter()
             span.set_attribute(spans.ACCEPTED_TOKENS, v.verdict.accepted)
+            if not v.passes:
+                span.set_attribute(spans.KEPT_ROW_ONLY, True)
         self.clock.add(ended, v.seconds)
-        if self.speed is not None:
-            self.speed.observe_target_pass(v.seconds)
+        self._target_calls += 1
+        if self.speed is not None and v.passes:
+            # a round's pass covers the token committed since the last one and the draft; the first, the prompt.
+            # A worker that merged sessions reports the forward's tokens, all sessions': that keys the cost.
+            prefill = self._target_calls == 1
+            own = len(self.out.committed) if prefill else len(tokens) + 1
+            merged = None if prefill or not v.batch_tokens else v.batch_tokens > own
+            self.speed.observe_target_pass(
+                v.seconds, max(own, v.batch_tokens), concurrent=self.mode is Mode.PEARL, merged=merged
+            )
+            self.speed.observe_overhead("target", max(0.0, ended - began - v.seconds))
         self.stats.target_compute_s += v.seconds
         self.stats.network_s += max(0.0, ended - began - v.seconds)
-        self.stats.rounds += 1
+        self.stats.rounds += v.passes  # a verdict from the kept row alone took no pass
         self.stats.draft_tokens += len(tokens)
         self.stats.accepted_tokens += v.verdict.accepted
-        if tokens:
-            self.policy.observe(len(tokens), v.verdict.accepted)
         return v.verdict
+
+    def observe(self, drafted: int, accepted: int) -> None:
+        """One draft round's outcome, for the adaptive policies: how many of its tokens
+        the target judged and how many it accepted."""
+        if drafted:
+            self.policy.observe(drafted, accepted)
+            if self.speed is not None:
+                self.speed.observe_acceptance(drafted, accepted)
 
     def draft_stream(self, committed: Sequence[int], limit: int):
         return self.draft.draft(self.session_id, committed, self.policy.rule(limit), self.params, self.seed)
@@ -146,14 +167,8 @@ class Request:
     def note_draft(self, token: DraftToken) -> None:
         self.clock.add(time.perf_counter(), token.seconds)
         if self.speed is not None:
-            self.speed.observe_draft_step(token.seconds)
+            self.speed.observe_draft_step(token.seconds, concurrent=self.mode is Mode.PEARL)
         self.stats.draft_compute_s += token.seconds
-
-    def count_checked(self, matched: bool) -> None:
-        """PEARL, greedy: a draft token checked against a committed bonus token (the
-        target's argmax there) counts as drafted, and as accepted when it matched."""
-        self.stats.draft_tokens += 1
-        self.stats.accepted_tokens += int(matched)
 
     def commit(self, tokens: Sequence[int]) -> None:
         self.stats.emitted_tokens += len(tokens)
@@ -180,7 +195,8 @@ class Request:
         spans.record_round(span, drafted, accepted, recovered, bonus, self.stats.mean_acceptance_length)
 
     def _span_attributes(self) -> dict:
-        return dict(session=self.session_id, mode=self.req.mode.value, policy=self.req.policy)
+        return dict(session=self.session_id, mode=self.mode.value, policy=self.req.policy,
+                    auto_k=getattr(self.policy, "chosen", None))
 
     # -- modes ----------------------------------------------------------------------
 
@@ -192,19 +208,24 @@ class Request:
 
     async def sequential_round(self) -> None:
         limit = self.out.remaining - 1
-        if limit < 1 or self.draft is None:
+        if limit < 1 or self.draft is None or not self.policy.wants_draft(limit):
             return await self.autoregressive_round()
         with self.round_span() as span:
             draft: list[DraftToken] = []
             try:
                 with spans.phase(spans.DRAFT) as drafting:
+                    began = time.perf_counter()
                     async for token in self.draft_stream(self.out.committed, limit):
                         self.note_draft(token)
                         draft.append(token)
                     drafting.set_attribute(spans.DRAFT_TOKENS, len(draft))
+                    if self.speed is not None and draft:
+                        outside = time.perf_counter() - began - sum(d.seconds for d in draft)
+                        self.speed.observe_overhead("draft", max(0.0, outside))
             except EndpointUnavailable as exc:
                 return self.fall_back(exc)
             verdict = await self.verify(draft)
+            self.observe(len(draft), verdict.accepted)
             self.commit([d.token for d in draft[: verdict.accepted]] + [verdict.next_token])
             all_in = verdict.all_accepted
             self.record_round(span, len(draft), verdict.accepted, recovered=not all_in, bonus=all_in)
@@ -247,12 +268,21 @@ class Request:
 
     async def run(self) -> GenerationResult:
         with spans.request_span(self.session_id, self.req, self.draft_length) as span:
-            result = await self._run()
+            if self.mode_plan is not None or self.mode is not self.req.mode:
+                spans.record_auto_mode(span, self.mode.value, self.mode_plan.why if self.mode_plan else "")
+            if self.speed is not None:
+                self.speed.in_flight += 1
+            try:
+                result = await self._run()
+            finally:
+                if self.speed is not None:
+                    self.speed.in_flight -= 1
             spans.record_result(span, result.stats, len(result.token_ids), result.finish_reason.value)
         return result
 
     async def _run(self) -> GenerationResult:
-        mode = self.req.mode
+        mode = self.mode
+        self.stats.mode_run = mode.value
         try:
             if mode is Mode.PEARL:
                 from specdec.loop.pearl import run_pearl
@@ -272,6 +302,7 @@ class Request:
             raise
         finally:
             await self.release()
+        self.stats.auto_k_rounds = dict(getattr(self.policy, "k_rounds", {}))
         self.stats.wall_s = time.perf_counter() - self.started
         self.stats.critical_compute_s = self.clock.union()
         prompt_len = len(self.req.prompt_ids)
@@ -285,6 +316,24 @@ class Request:
                 log.debug("release of session %s failed: %s", self.session_id, r)
 
 
+def choose_mode(request: GenerationRequest, has_draft: bool, speed: SpeedRatio | None):
+    """(the mode to run, the plan behind it or None). Mode auto runs PEARL when the
+    measured costs say its overlap pays more than sequential rounds (k = 0 included:
+    sequential rounds under policy auto fall back to the target alone round by round),
+    sequential otherwise, and the target alone without a draft."""
+    if request.mode is not Mode.AUTO:
+        return request.mode, None
+    if not has_draft:
+        return Mode.AUTOREGRESSIVE, None
+    k_max = request.resolved_draft_length(None, Mode.SEQUENTIAL)
+    costs = goodput.Costs.measured(speed, k_max) if speed is not None else None
+    if costs is None:
+        return Mode.SEQUENTIAL, None  # its rounds measure the models
+    acceptance = goodput.position_acceptance([], [], speed, k_max)
+    chosen = goodput.plan(acceptance, costs, k_max, max(1, speed.in_flight + 1), (Mode.SEQUENTIAL, Mode.PEARL))
+    return (Mode.PEARL if chosen.mode is Mode.PEARL else Mode.SEQUENTIAL), chosen
+
+
 async def generate(
     request: GenerationRequest,
     draft: DraftEndpoint | None,
@@ -296,6 +345,6 @@ async def generate(
 ) -> GenerationResult:
     """Run one request to completion (or cancellation) and return its result. `speed`
     (shared by the caller's requests) measures the models and sets PEARL's default window."""
-    if request.mode is not Mode.AUTOREGRESSIVE and draft is None:
+    if request.mode not in (Mode.AUTOREGRESSIVE, Mode.AUTO) and draft is None:
         raise ValueError(f"mode {request.mode.value} needs a draft model")
     return await Request(request, draft, target, eos_ids, context_length, on_tokens, speed).run()

@@ -87,11 +87,14 @@ def verification_to_pb(v: Verification) -> target_worker_pb2.VerifyResponse:
         next_token=v.verdict.next_token,
         drafted=v.verdict.drafted,
         compute_seconds=v.seconds,
+        kept_row_only=v.passes == 0,
+        batch_tokens=v.batch_tokens,
     )
 
 
 def verification_from_pb(msg: target_worker_pb2.VerifyResponse) -> Verification:
-    return Verification(Verdict(msg.accepted, msg.next_token, msg.drafted), msg.compute_seconds)
+    verdict = Verdict(msg.accepted, msg.next_token, msg.drafted)
+    return Verification(verdict, msg.compute_seconds, 0 if msg.kept_row_only else 1, msg.batch_tokens)
 
 
 def tree_params_to_pb(tree: TreeParams) -> common_pb2.TreeParams:

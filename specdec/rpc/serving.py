@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Mapping, Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -64,12 +64,16 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
-        if handler is None or handler.request_streaming:
-            return handler  # no client-streaming rpcs of ours (reflection's pass through)
+        if handler is None or (handler.request_streaming and not handler.response_streaming):
+            return handler  # no client-streaming rpcs of ours
         kwargs = dict(
             request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
+        if handler.stream_stream:
+            if details.method.startswith("/grpc.reflection."):
+                return handler  # reflection's own stream
+            return grpc.stream_stream_rpc_method_handler(self._bidi(handler.stream_stream), **kwargs)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(self._unary(handler.unary_unary), **kwargs)
         return grpc.unary_stream_rpc_method_handler(self._streaming(handler.unary_stream), **kwargs)
@@ -91,6 +95,22 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
             try:
                 async for response in behavior(request, context):
+                    yield response
+            except Exception as exc:
+                await self._abort(exc, context)
+
+        return call
+
+    def _bidi(self, behavior):
+        async def call(requests, context):
+            async def checked():
+                async for request in requests:
+                    if isinstance(request, Malformed):
+                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
+                    yield request
+
+            try:
+                async for response in behavior(checked(), context):
                     yield response
             except Exception as exc:
                 await self._abort(exc, context)

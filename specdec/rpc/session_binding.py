@@ -99,16 +99,21 @@ def session_key(context) -> str:
 class SessionBindingInterceptor(grpc.aio.ServerInterceptor):
     """The worker's side: rewrites `request.session_id` to its bound id before the
     servicer sees it, for every rpc with a unary request that has a session_id field
-    (Draft, Verify, Release and any added later). The worker rpcs have no streaming
-    requests; one with session ids would need binding of its own."""
+    (Draft, Verify, Release and any added later), and for every message of the session
+    streams (VerifyStream, DraftStream: one session per stream, keyed by the stream's
+    metadata)."""
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
-        if handler is None or handler.request_streaming:
+        if handler is None or (handler.request_streaming and not handler.stream_stream):
             return handler
         kwargs = dict(
             request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
         )
+        if handler.stream_stream:
+            if details.method.startswith("/grpc.reflection."):
+                return handler
+            return grpc.stream_stream_rpc_method_handler(self._bidi(handler.stream_stream), **kwargs)
         if handler.response_streaming:
             return grpc.unary_stream_rpc_method_handler(self._streaming(handler.unary_stream), **kwargs)
         return grpc.unary_unary_rpc_method_handler(self._unary(handler.unary_unary), **kwargs)
@@ -124,6 +129,33 @@ class SessionBindingInterceptor(grpc.aio.ServerInterceptor):
                 f"session_id has {len(session_id)} characters; at most {MAX_SESSION_ID}",
             )
         request.session_id = bound_session_id(peer_identity(context), session_key(context), session_id)
+
+    def _bidi(self, behavior):
+        """A session stream (VerifyStream, DraftStream): every message is bound with the
+        stream's metadata, and must name the session its first message named."""
+
+        async def call(requests, context):
+            async def bound():
+                first = bound_id = None
+                async for request in requests:
+                    session_id = request.session_id
+                    if first is None:
+                        first = session_id
+                        await self._bind(request, context)
+                        bound_id = request.session_id  # the stream's metadata and peer do not change
+                    elif session_id != first:
+                        await context.abort(
+                            grpc.StatusCode.INVALID_ARGUMENT,
+                            "a stream carries one session: open a new stream for another session_id",
+                        )
+                    else:
+                        request.session_id = bound_id
+                    yield request
+
+            async for response in behavior(bound(), context):
+                yield response
+
+        return call
 
     def _unary(self, behavior):
         async def call(request, context):

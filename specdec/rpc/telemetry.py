@@ -24,7 +24,7 @@ from specdec.telemetry.metrics import WorkerMetrics, new_registry, serve_metrics
 from specdec.telemetry.tracing import setup_tracing, tracing_enabled
 
 # Worker rpcs whose responses carry model compute (compute_seconds)
-FORWARD_METHODS = ("Draft", "Verify", "DraftTree", "VerifyTree")
+FORWARD_METHODS = ("Draft", "Verify", "DraftTree", "VerifyTree", "DraftStream", "VerifyStream")
 
 
 @dataclass
@@ -37,7 +37,7 @@ class ServiceTelemetry:
     http: object = None  # the /metrics HTTP server
 
     @classmethod
-    def start(cls, service_name: str, config: TelemetryConfig, host: str = "127.0.0.1") -> "ServiceTelemetry":
+    def start(cls, service_name: str, config: TelemetryConfig, host: str = "127.0.0.1") -> ServiceTelemetry:
         provider = setup_tracing(service_name, config.otlp_endpoint) if config.otlp_endpoint else None
         telemetry = cls(tracing=tracing_enabled())
         telemetry.provider = provider
@@ -82,7 +82,41 @@ class WorkerMetricsInterceptor(grpc.aio.ServerInterceptor):
             return grpc.unary_unary_rpc_method_handler(self._unary(handler.unary_unary), **kwargs)
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(self._streaming(handler.unary_stream), **kwargs)
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(self._session_stream(handler.stream_stream), **kwargs)
         return handler
+
+    def _session_stream(self, behavior):
+        """A session stream: forward latency per round (VerifyResponse) or per draft token
+        (DraftStreamItem); the call's server span (one per stream) gets the session and
+        the totals."""
+
+        async def call(requests, context):
+            span = trace.get_current_span()
+            rounds = accepted = 0
+
+            async def annotated():
+                first = True
+                async for request in requests:
+                    if first and span.is_recording():
+                        span.set_attribute(spans.SESSION, request.session_id)
+                    first = False
+                    yield request
+
+            try:
+                async for response in behavior(annotated(), context):
+                    token = getattr(response, "token", None)
+                    seconds = token.compute_seconds if token is not None else getattr(response, "compute_seconds", 0.0)
+                    if seconds:
+                        self.metrics.forward.observe(seconds)
+                    rounds += 1
+                    accepted += getattr(response, "accepted", 0)
+                    yield response
+            finally:
+                if span.is_recording():
+                    span.set_attributes({"specdec.messages": rounds, spans.ACCEPTED_TOKENS: accepted})
+
+        return call
 
     def _unary(self, behavior):
         async def call(request, context):

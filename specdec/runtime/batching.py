@@ -8,8 +8,14 @@ dropped. Masked entries add exactly zero attention weight, so a row computes wha
 would alone, up to float summation order.
 
 `BatchingRunner` sits behind `ModelSession.forward`: the calls of many request threads
-(drafting, verifying) arrive concurrently and are merged. It waits for more calls only
-while other calls are in progress (`job()`), so a lone request pays no batching delay.
+(drafting, verifying) arrive concurrently and are merged. A forward waits for the
+sessions that are coming back: the calls in progress (`job()`) and the sessions that ran
+in the last few forwards (a decoding session returns one round trip after its forward
+ended: its coordinator commits, then sends the next round). It waits at most
+max(wait_s, PATIENCE x the last forward's time), so a lone request pays no delay, a
+session that finished costs one short wait, and sessions that fell out of step merge
+again: without that, two halves of the load alternate, each paying a whole forward for
+half the rows (measured, gpu-batch, 4 sessions over gRPC: 1.3x a single session's rate).
 """
 
 from __future__ import annotations
@@ -30,6 +36,11 @@ from specdec.runtime.session import (
     model_device,
     run_single,
 )
+
+
+PATIENCE = 0.15  # a forward waits up to this share of the last one for sessions coming back
+MAX_WAIT_S = 0.02
+HORIZON = 3.0  # sessions that submitted within this many forwards' time are coming back
 
 
 @dataclass
@@ -98,7 +109,7 @@ def batched_forward(model: torch.nn.Module, items: list[BatchItem]) -> list[Forw
     for b, item in enumerate(items):
         n = item.n_logits
         hidden = out.hidden_states[-1][b, -n:] if item.want_hidden else None
-        results.append(ForwardResult(out.logits[b, -n:], hidden, fresh[b], seconds))
+        results.append(ForwardResult(out.logits[b, -n:], hidden, fresh[b], seconds, sum(fresh)))
     return results
 
 
@@ -113,6 +124,8 @@ class BatchingRunner:
         self._pending: list[BatchItem] = []
         self._active = 0  # calls in progress that will submit forwards
         self._cv = threading.Condition()
+        self._seen: dict[int, float] = {}  # id(session) -> when it last submitted a forward
+        self._last_forward_s = 0.0
         self.forwards = 0  # batched forwards run
         self.rows = 0  # session forwards merged into them
         threading.Thread(target=self._loop, name="batching-runner", daemon=True).start()
@@ -136,17 +149,29 @@ class BatchingRunner:
             self._cv.notify_all()
         return item.future.result()
 
+    def expected(self, now: float) -> int:
+        """Sessions a forward should wait for: the calls in progress, and those that ran in
+        the last HORIZON forwards (they are coming back)."""
+        horizon = HORIZON * max(self._last_forward_s, self.wait_s)
+        for key in [k for k, t in self._seen.items() if now - t > horizon]:
+            del self._seen[key]
+        return max(self._active, len(self._seen), 1)
+
     def _take_batch(self) -> list[BatchItem]:
         with self._cv:
             while not self._pending:
                 self._cv.wait()
-            deadline = time.monotonic() + self.wait_s
-            while len(self._pending) < min(self.max_batch, max(self._active, 1)):
+            now = time.monotonic()
+            deadline = now + min(MAX_WAIT_S, max(self.wait_s, PATIENCE * self._last_forward_s))
+            while len(self._pending) < min(self.max_batch, self.expected(now)):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._cv.wait(left)
             batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            now = time.monotonic()
+            for item in batch:
+                self._seen[id(item.session)] = now
             return batch
 
     def _loop(self) -> None:
@@ -167,6 +192,7 @@ class BatchingRunner:
                 for item in batch:
                     item.future.set_exception(exc)
                 continue
+            self._last_forward_s = time.perf_counter() - began
             self.forwards += 1
             self.rows += len(batch)
             for item, result in zip(batch, results):

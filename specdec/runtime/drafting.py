@@ -49,22 +49,25 @@ def draft_tokens(
     then simply holds a longer prefix, which the next call crops implicitly.
     """
     want_hidden = head is not None
-    out = session.forward(start, tokens, 1, want_hidden)
     position = start + len(tokens)  # absolute index of the token being drafted
     p_all_accepted = 1.0
     n = 0
+    feed = list(tokens)
     while True:
-        logits = out.logits[-1]
-        token, q = _propose(logits, params, seed, position, top_n)
-        p_accept = head(out.hidden[-1]) if head is not None else None
+        with session.step() as step:  # the forward and the proposal maths: one draft step
+            out = session.forward(start, feed, 1, want_hidden) if n == 0 else session.append(feed, 1, want_hidden)
+            logits = out.logits[-1]
+            token, q = _propose(logits, params, seed, position, top_n)
+            p_accept = head(out.hidden[-1]) if head is not None else None
+            step_entropy = float(entropy(logits))
         if p_accept is not None:
             p_all_accepted *= p_accept
         n += 1
-        step = DraftStep(n_drafted=n, entropy=float(entropy(logits)), p_accept=p_accept)
-        yield DraftToken(token, q, step.entropy, p_accept, out.seconds)
-        if rule.should_stop(step, p_all_accepted):
+        draft_step = DraftStep(n_drafted=n, entropy=step_entropy, p_accept=p_accept)
+        yield DraftToken(token, q, step_entropy, p_accept, step.seconds)
+        if rule.should_stop(draft_step, p_all_accepted):
             return
-        out = session.append([token], 1, want_hidden)
+        feed = [token]
         position += 1
 
 

@@ -4,13 +4,18 @@ The session is told the sequence it should hold (`start` + the tokens after it) 
 reuses its cache for the longest common prefix, so rollback after a rejection is
 implicit and the prefix is never recomputed. A caller that does not know what the
 session holds can always send `start=0` and the whole sequence.
+
+The session also keeps the last logits row its latest forward computed: the target's
+distribution for the position right after what it holds. PEARL judges a draft token
+against that row without another pass (docs/algorithms.md §4).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from transformers import DynamicCache
@@ -28,11 +33,20 @@ class ForwardResult:
     hidden: torch.Tensor | None  # [n_logits, hidden] last hidden state, when asked for
     new_tokens: int  # tokens actually run through the model
     seconds: float  # wall time of the forward, including any cost-profile wait
+    batch_tokens: int = 0  # tokens of every session in the forward (merged batches: more than new_tokens)
 
     def __post_init__(self):
         # the maths after a forward (sampling, acceptance, sparse q) runs on CPU tensors;
         # a no-op for a model on CPU, one copy of [n_logits, V] for one on a GPU
         self.logits = self.logits.cpu()
+
+
+@dataclass
+class Step:
+    began: float
+    tokens: int = 0  # tokens run through the model in this step
+    batch_tokens: int = 0  # tokens of all sessions in the forwards that ran them (merged: more)
+    seconds: float = 0.0  # the step's time, including any cost-profile wait (set when it ends)
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -63,7 +77,7 @@ def run_single(session: "ModelSession", fresh: list[int], n_logits: int, want_hi
         output_hidden_states=want_hidden,
     )
     hidden = out.hidden_states[-1][0, -n_logits:] if want_hidden else None
-    return ForwardResult(out.logits[0], hidden, len(fresh), time.perf_counter() - began)
+    return ForwardResult(out.logits[0], hidden, len(fresh), time.perf_counter() - began, len(fresh))
 
 
 class ModelSession:
@@ -76,6 +90,34 @@ class ModelSession:
         self.runner = runner
         self.tokens: list[int] = []  # the tokens whose K/V are in `cache`, in order
         self.cache = DynamicCache()
+        self._row: torch.Tensor | None = None  # logits [V] for position len(self.tokens), while valid
+        self._step: Step | None = None  # the step in progress (forwards then settle with it)
+
+    def kept_row(self, start: int, tokens: Sequence[int]) -> torch.Tensor | None:
+        """The logits row for the position after `self.tokens[:start] + tokens` when the
+        session holds exactly that sequence and its last forward ended there; else None."""
+        if self._row is None or start > len(self.tokens) or self.tokens[start:] != list(tokens):
+            return None
+        return self._row
+
+    @contextlib.contextmanager
+    def step(self) -> Iterator["Step"]:
+        """One model step: the forwards inside the block and the maths on their logits
+        (sampling, the accept/reject tests) share one cost-profile budget, settled when the
+        block ends, as a GPU step includes its sampling kernels. `Step.seconds` is its time."""
+        step = Step(time.perf_counter())
+        self._step = step
+        try:
+            yield step
+        finally:
+            self._step = None
+            if self.budget is not None and self.runner is None and step.tokens:
+                self.budget.settle(step.tokens, step.began)
+            step.seconds = time.perf_counter() - step.began
+
+    def forget_row(self) -> None:
+        """Called by any code that changes `tokens` outside `forward` (GSD's tree rows)."""
+        self._row = None
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -85,6 +127,7 @@ class ModelSession:
         if length < len(self.tokens):
             self.cache.crop(length - self.cache.get_seq_length())
             del self.tokens[length:]
+            self._row = None
 
     def forward(
         self,
@@ -107,6 +150,13 @@ class ModelSession:
         fresh = sequence[reuse:]
         if self.runner is not None:
             out = self.runner.run(self, fresh, n_logits, want_hidden)
+            if self._step is not None:
+                self._step.tokens += len(fresh)
+                self._step.batch_tokens += out.batch_tokens
+        elif self._step is not None:  # the step settles the budget when it ends
+            out = run_single(self, fresh, n_logits, want_hidden)
+            self._step.tokens += len(fresh)
+            self._step.batch_tokens += len(fresh)
         else:
             began = time.perf_counter()
             out = run_single(self, fresh, n_logits, want_hidden)
@@ -114,6 +164,7 @@ class ModelSession:
                 self.budget.settle(len(fresh), began)
                 out.seconds = time.perf_counter() - began
         self.tokens = sequence
+        self._row = out.logits[-1]
         return out
 
     def append(self, tokens: Sequence[int], n_logits: int = 1, want_hidden: bool = False) -> ForwardResult:

@@ -31,6 +31,7 @@ MAX_POSITION = 15  # per-position acceptance for draft positions 0..15 (drafts a
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
 TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0)
 E2E_BUCKETS = (0.05, 0.1, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 60.0, 120.0, 240.0, 480.0)
+AUTO_K_BUCKETS = (0, 1, 2, 3, 4, 5, 6, 8, 12, 16, 32)
 FORWARD_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 SPEC_LABELS = ("mode", "policy")
 
@@ -64,6 +65,10 @@ class CoordinatorMetrics:
         self.drafts = Counter(
             "specdec:spec_decode_num_drafts", "Rounds: target verification passes (with or without draft tokens).",
             SPEC_LABELS, registry=r)
+        self.auto_k = Histogram(
+            "specdec:spec_decode_auto_k",
+            "Policy auto: draft tokens per verification pass (0: the round ran the target alone).",
+            ("mode",), buckets=AUTO_K_BUCKETS, registry=r)
         self.ttft = Histogram(
             "specdec:time_to_first_token_seconds", "Request arrival to its first token, at the coordinator.",
             ("mode",), buckets=TTFT_BUCKETS, registry=r)
@@ -96,6 +101,8 @@ class CoordinatorMetrics:
     def observe_round(self, mode: str, policy: str, drafted: int, accepted: int) -> None:
         """One verification pass: `accepted` of `drafted` draft tokens kept (a prefix)."""
         self.drafts.labels(mode, policy).inc()
+        if policy == "auto":
+            self.auto_k.labels(mode).observe(drafted)
         if drafted:
             self.draft_tokens.labels(mode, policy).inc(drafted)
         if accepted:

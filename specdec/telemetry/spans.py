@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.trace import INVALID_SPAN, ProxyTracerProvider
 
 tracer = trace.get_tracer("specdec")  # a proxy: resolves to the global provider when one is set
@@ -42,13 +42,17 @@ ROUNDS = "specdec.rounds"
 ACCEPTANCE_RATE = "specdec.acceptance_rate"
 FINISH_REASON = "specdec.finish_reason"
 DISCARDED_TOKENS = "specdec.discarded_tokens"  # rollback: drafted tokens thrown away
+MODE_RUN = "specdec.mode_run"  # mode auto: the mode it chose
+AUTO_REASON = "specdec.auto_reason"  # mode auto: the expected goodput behind the choice
+AUTO_K = "specdec.auto_k"  # policy auto: the draft length this round chose (0: the target alone)
+KEPT_ROW_ONLY = "specdec.kept_row_only"  # PEARL: decided from the target's kept row, with no pass
 CANCELLED = "specdec.cancelled"  # a draft stream cut short by a rejection
 WORKER = "specdec.worker"  # address of the worker a call went to
 START = "specdec.start"  # tokens the worker is assumed to hold (0: a full prefill)
 
 # -- phases (span name = "specdec." + phase) --------------------------------------------
 DRAFT = "draft"
-PRE_VERIFY = "pre-verify"  # PEARL: the first token of a new draft window, verified while the draft goes on
+PRE_VERIFY = "pre-verify"  # PEARL: a pass over the committed prefix alone, run while the draft starts a window
 POST_VERIFY = "post-verify"  # PEARL: a window verified while the draft drafts the next one
 VERIFY = "verify"  # sequential / autoregressive / GSD
 ROLLBACK = "rollback"
@@ -127,6 +131,12 @@ def record_result(span: trace.Span, stats, tokens: int, finish_reason: str | Non
         })
 
 
+def record_auto_mode(span: trace.Span, mode_run: str, why: str) -> None:
+    """Mode auto: the mode the request runs and the estimate behind the choice."""
+    if span.is_recording():
+        span.set_attributes({MODE_RUN: mode_run, AUTO_REASON: why})
+
+
 def add_event(name: str, **attributes) -> None:
     """An event on the current span, e.g. specdec.draft_fallback."""
     span = trace.get_current_span()
@@ -137,3 +147,24 @@ def add_event(name: str, **attributes) -> None:
 def _attrs(attributes: dict) -> dict:
     """keyword (draft_tokens=3) -> attribute name (specdec.draft_tokens); None values dropped."""
     return {f"specdec.{k}": v for k, v in attributes.items() if v is not None}
+
+
+# -- a round on a session stream: the caller's context travels in the message -----------
+
+
+def traceparent() -> str:
+    """The current span's W3C traceparent ("" while tracing is off): session streams
+    carry it in each message, so a worker's span per round is a child of its round."""
+    if not enabled():
+        return ""
+    carrier: dict = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent", "")
+
+
+def worker_round(name: str, parent: str, **attributes) -> AbstractContextManager[trace.Span]:
+    """A worker's span for one message of a session stream, under the caller's `parent`."""
+    if not enabled():
+        return _OFF
+    context = propagate.extract({"traceparent": parent}) if parent else None
+    return tracer.start_as_current_span(name, context=context, kind=trace.SpanKind.SERVER, attributes=attributes)

@@ -62,18 +62,31 @@ def run_concurrently(engine, **kwargs):
     return asyncio.run(run())
 
 
-@pytest.mark.parametrize("mode", ["autoregressive", "sequential", "pearl"])
-def test_concurrent_requests_in_a_batch_keep_greedy_equality(engines, mode):
+def test_forward_budgets_staircase_and_roofline():
+    """gpu-like: a step per started chunk of 32 tokens; gpu-batch: flat to 32, then linear."""
+    from specdec.runtime.cost import CostProfile
+
+    chunks, roof = CostProfile.load("gpu-like").budget("target"), CostProfile.load("gpu-batch").budget("target")
+    assert [chunks.allowed(n) for n in (1, 32, 33, 80)] == pytest.approx([0.03, 0.03, 0.06, 0.09])
+    assert [roof.allowed(n) for n in (1, 32, 33, 80)] == pytest.approx([0.03, 0.03, 0.03 * 33 / 32, 0.075])
+    assert CostProfile.load("gpu-batch").budget("target", "tiny").allowed(1) == pytest.approx(0.12)
+
+
+@pytest.mark.parametrize("mode,policy", [("autoregressive", "fixed"), ("sequential", "fixed"), ("pearl", "fixed"), ("auto", "auto")])
+def test_concurrent_requests_in_a_batch_keep_greedy_equality(engines, mode, policy):
+    """... and the engine learns that its target merges sessions: passes keyed by the
+    forward's tokens, all sessions' (what policy auto's cost model reads)."""
     plain, batched = engines
     reference = [plain.generate(p, max_new_tokens=30, mode="autoregressive", ignore_eos=True).token_ids for p in PROMPTS]
     runners = [batched.target_endpoint._thread.runner]
-    if mode != "autoregressive":  # the draft worker batches its drafting forwards likewise
+    if mode in ("sequential", "pearl"):  # the draft worker batches its drafting forwards likewise
         runners.append(batched.draft_endpoint._thread.runner)
     before = [(r.rows, r.forwards) for r in runners]
-    outs = run_concurrently(batched, max_new_tokens=30, mode=mode, policy="fixed", draft_length=4)
+    outs = run_concurrently(batched, max_new_tokens=30, mode=mode, policy=policy, draft_length=4)
     assert [o.token_ids for o in outs] == reference
     for runner, (rows, forwards) in zip(runners, before):
         assert runner.rows - rows > runner.forwards - forwards  # forwards really were merged
+    assert batched.speed.merges() and max(n for n, _ in batched.speed.pass_table()) > 5
 
 
 def test_seeded_sampling_is_the_same_batched_or_not(engines):
@@ -83,8 +96,9 @@ def test_seeded_sampling_is_the_same_batched_or_not(engines):
     assert [o.token_ids for o in run_concurrently(batched, **kwargs)] == alone
 
 
-def test_batching_workers_serve_concurrent_clients_exactly(engines):
-    """The same through real worker processes started with --max-batch."""
+def test_batching_workers_serve_concurrent_clients_exactly(engines, worker_info):
+    """The same through real worker processes started with --max-batch, which they report
+    (the coordinator's cost model reads the target's)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from specdec.client import Client
@@ -101,3 +115,4 @@ def test_batching_workers_serve_concurrent_clients_exactly(engines):
 
             with ThreadPoolExecutor(len(PROMPTS)) as pool:
                 assert list(pool.map(ask, PROMPTS)) == reference
+        assert worker_info(stack.target.address, "target").max_batch == 8

@@ -15,7 +15,8 @@ import pytest
 from specdec import Engine
 from specdec.core.sampling import SamplingParams
 from tests.helpers.distributions import exact_two_token_distribution, prompt_of, sample_pairs
-from tests.helpers.fakes import fake_engine
+from specdec.runtime.cost import CostProfile
+from tests.helpers.fakes import fake_engine, fake_pair
 from tests.helpers.stats import chi_square_pvalue
 
 N = 2000
@@ -29,9 +30,10 @@ def engine(request):
 
 CASES = [
     ("sequential", dict(temperature=1.0)),
-    ("sequential", dict(temperature=0.7, top_p=0.9)),
-    ("pearl", dict(temperature=1.0)),
-    # more of the same checks, for `make test-full` only (the default suite stays under 6 minutes)
+    # more of the same checks, for `make test-full` only (the default suite stays under 6 minutes;
+    # PEARL's positions 1..6 are checked by default in test_pearl_distribution.py, top-p by GSD's)
+    pytest.param("sequential", dict(temperature=0.7, top_p=0.9), marks=pytest.mark.full),
+    pytest.param("pearl", dict(temperature=1.0), marks=pytest.mark.full),
     pytest.param("sequential", dict(temperature=1.0, top_k=5), marks=pytest.mark.full),
     pytest.param("pearl", dict(temperature=0.7, top_p=0.9), marks=pytest.mark.full),
 ]
@@ -49,6 +51,20 @@ def test_first_two_tokens_follow_the_target_distribution(engine, mode, sampling)
     for (a, _), p in expected.items():
         p1[a] = p1.get(a, 0.0) + p
     assert chi_square_pvalue(first, p1) > 1e-3
+
+
+def test_policy_and_mode_auto_follow_the_target_distribution():
+    """Mode and policy auto (the defaults) choose k per round from the request's own
+    verdicts so far (k = 0 included): still the target's distribution. A cheap draft
+    and a flat 0.3 ms target pass make auto speculate most rounds, not all."""
+    draft, target = fake_pair()
+    engine = Engine(draft, target, None, eos_token_ids=[], cost=CostProfile("auto-chi2", target_ms=0.3, draft_ms=0.0))
+    prompt_ids = prompt_of(engine)
+    params = SamplingParams(temperature=1.0)
+    expected = exact_two_token_distribution(engine, prompt_ids, params)
+    pairs, acceptance = sample_pairs(engine, prompt_ids, N, draft_length=3, temperature=1.0)  # mode, policy: auto
+    assert acceptance is not None and 0.2 < acceptance < 0.95, acceptance
+    assert chi_square_pvalue(pairs, expected) > 1e-3
 
 
 def test_the_check_rejects_the_draft_distribution(engine):

@@ -77,7 +77,9 @@ def check(samples, exact, k):
 
 @pytest.mark.parametrize(
     "sampling,tree",
-    [(dict(temperature=1.0), WIDE), (dict(temperature=0.7, top_p=0.9), {})],
+    # the wide tree at T=1 in `make test-full` only (the default suite stays under 6 minutes;
+    # its negative control below runs by default on the same wide shape)
+    [pytest.param(dict(temperature=1.0), WIDE, marks=pytest.mark.full), (dict(temperature=0.7, top_p=0.9), {})],
     ids=["t1-wide", "t0.7-top-p-default-tree"],
 )
 def test_first_two_tokens_follow_the_target_distribution(engine, sampling, tree):

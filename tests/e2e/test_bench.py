@@ -17,11 +17,11 @@ from specdec.bench.report import (
     headline,
     markdown,
     mean_draft_length,
-    pearl_bound,
     per_position_acceptance,
     sd_bound,
     summarise,
 )
+from specdec.core.pipeline import Acceptance, pearl_model
 from specdec.bench.runner import (
     BenchSettings,
     build_matrix,
@@ -34,7 +34,7 @@ CONFIG_FIELDS = {
     "name", "mode", "policy", "draft_length", "runs", "tokens_per_s", "speedup", "rounds", "draft_tokens",
     "accepted_tokens", "acceptance_rate", "a", "tau", "k_mean", "draft_compute_s", "target_compute_s", "network_s",
     "draft_share", "target_share", "network_share", "overhead_share", "other_share", "c_observed", "bound_sd",
-    "efficiency_sd", "bound_pearl", "efficiency_pearl", "overruns", "identical", "identical_runs",
+    "efficiency_sd", "a_after_reject", "a_after_accept", "model_pearl", "efficiency_pearl", "overruns", "identical", "identical_runs",
 }
 
 
@@ -50,10 +50,36 @@ def test_sd_bound_on_known_numbers():
     assert sd_bound(0.5, 1, 0.0) == pytest.approx(1.5)  # free draft: 1 + a
 
 
-def test_pearl_bound_hides_the_draft_until_it_is_slower_than_the_target():
-    assert pearl_bound(0.8, 4, 0.25) == pytest.approx(3.3616)  # k*c = 1: fully hidden
-    assert pearl_bound(0.8, 4, 0.5) == pytest.approx(3.3616 / 2)  # k*c = 2: the target waits for the draft
-    assert pearl_bound(0.8, 4, 0.25) > sd_bound(0.8, 4, 0.25)
+def test_sd_bound_counts_the_prompt_chunks_on_both_sides():
+    # 2 target chunks and 2 draft chunks of prompt: the target alone takes 2 + 9 passes for 10 tokens
+    per_round = sd_bound(0.8, 4, 0.25)
+    with_prompt = sd_bound(0.8, 4, 0.25, tokens=10, prefill=(2, 2))
+    assert with_prompt == pytest.approx(11 / (10 / 3.3616 * 2 + 1 + 0.25))
+    assert with_prompt < per_round  # a prompt's fixed cost dilutes the speed-up
+    assert sd_bound(0.8, 4, 0.25, tokens=10) == pytest.approx(per_round)  # one chunk: the plain bound
+
+
+def test_pearl_model_at_its_limits():
+    perfect, hopeless = Acceptance(1.0, 1.0), Acceptance(0.0, 0.0)
+    # every token accepted, the draft hides behind the target: ~window tokens per pass
+    assert pearl_model(perfect, 0.24, 4, 400, episodes=4) == pytest.approx(4.0, rel=0.03)
+    # a draft too slow to fill the window in one pass: ~1/c tokens per pass
+    assert pearl_model(perfect, 0.49, 4, 400, episodes=4) == pytest.approx(2.0, rel=0.03)
+    # nothing accepted: every window's first token is rejected against the kept row, then a
+    # pre-verify pass: one token per pass, as the target alone
+    assert pearl_model(hopeless, 0.25, 4, 400, episodes=4) == pytest.approx(1.0, rel=0.03)
+    # more acceptance, more speed; and above vanilla SD at the same acceptance (i.i.d. 0.7)
+    a = [pearl_model(Acceptance(x, x), 0.267, 4, 200) for x in (0.5, 0.7, 0.9)]
+    assert a == sorted(a) and a[1] > max(sd_bound(0.7, k, 0.267) for k in range(1, 9))
+    # a long prompt dilutes it the same way as the target alone's time
+    assert pearl_model(perfect, 0.25, 4, 40, episodes=4, prefill=5) < pearl_model(perfect, 0.25, 4, 40, episodes=4)
+
+
+def test_markov_acceptance_fit_from_verdicts_in_call_order():
+    # T T T | F | (pre-verify) | F | T F  -> after a rejection/start: T, F, T ; after an accept: T T F F
+    fit = Acceptance.fit([(3, 3), (4, 0), (0, 0), (3, 0), (3, 1)])
+    assert fit == Acceptance(after_reject=pytest.approx(2 / 3), after_accept=pytest.approx(2 / 4))
+    assert Acceptance.fit([(0, 0)]) is None
 
 
 def test_per_position_acceptance_counts_only_tested_positions():
@@ -104,7 +130,7 @@ def test_tiny_emulated_matrix_summary_has_every_field():
     assert all(r["tokens"] == 8 for r in raw["runs"])  # ignore_eos: exactly max_new_tokens
     rows = {r["name"]: r for r in summary["configs"]}
     assert rows["autoregressive"]["speedup"] == pytest.approx(1.0)
-    assert rows["pearl fixed:2"]["bound_pearl"] is not None and rows["sequential fixed:2"]["bound_pearl"] is None
+    assert rows["pearl fixed:2"]["model_pearl"] is not None and rows["sequential fixed:2"]["model_pearl"] is None
     assert rows["sequential fixed:2"]["overruns"]["forwards_checked"] > 0
     assert set(summary["per_kind"]["sequential adaedl"]) == {"code", "prose"}
     text = markdown(raw, summary)
@@ -177,8 +203,12 @@ def test_transport_both_runs_grpc_beside_inprocess(tmp_path):
     rows = {r["name"]: r for r in doc["summary"]["transport"]}
     assert set(rows) == {"autoregressive", "sequential fixed:4"}
     assert rows["sequential fixed:4"]["identical"] is True and rows["sequential fixed:4"]["pairs"] == 1
+    # the workers' budgets are checked too: their overrun counters, read over GetInfo per request
+    assert all(r["budget"]["target"]["forwards"] > 0 for r in grpc)
+    checked = {c["name"]: c["overruns"] for c in doc["summary"]["configs"]}
+    assert checked["sequential fixed:4 [grpc]"]["remote"] and checked["sequential fixed:4 [grpc]"]["forwards_checked"] > 0
     text = (tmp_path / "both.md").read_text()
-    assert "In-process vs gRPC" in text and "n/a (remote)" in text
+    assert "In-process vs gRPC" in text
 
 
 def test_specdecpp_and_gsd_cells(tiny_head_dir):

@@ -157,7 +157,7 @@ def test_the_excess_over_max_concurrent_requests_gets_resource_exhausted(cluster
     async def scenario():
         flight = Flight()
         for prompt in PROMPTS[:MAX_REQUESTS]:
-            flight.launch(address, prompt, max_new_tokens=LONG, mode="sequential")
+            flight.launch(address, prompt, max_new_tokens=LONG, mode="sequential", policy="fixed")
         await flight.started()
         rejected = await asyncio.gather(*(overflow() for _ in range(3)))
         return rejected, await flight.results()
@@ -249,7 +249,7 @@ def test_killing_a_draft_worker_under_load_fails_no_request(cluster, tiny_engine
 
     # new requests go round-robin to the dead draft too: target-only, never an error
     with Client(address, retries=0, timeout=60) as client:
-        after = [client.complete(p, max_new_tokens=20, ignore_eos=True, mode="sequential") for p in PROMPTS]
+        after = [client.complete(p, max_new_tokens=20, ignore_eos=True, mode="sequential", policy="fixed") for p in PROMPTS]
     assert [a.token_ids for a in after] == [_reference(tiny_engine, p, 20) for p in PROMPTS]
 
 
@@ -280,7 +280,7 @@ def test_with_no_target_left_requests_fail_fast_with_unavailable(cluster):
     async def scenario():
         flight = Flight()
         for prompt in PROMPTS[:2]:
-            flight.launch(address, prompt, max_new_tokens=LONG, mode="sequential")
+            flight.launch(address, prompt, max_new_tokens=LONG, mode="sequential", policy="fixed")
         await flight.started()
         killed = time.monotonic()
         await asyncio.to_thread(lambda: [_kill(t) for t in (cluster.t1, cluster.t2)])

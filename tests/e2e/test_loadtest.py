@@ -85,3 +85,72 @@ def test_errors_are_counted_by_status_code(tiny_stack):
     plan = LoadPlan(clients=2, requests=4, duration_s=20.0, params=dict(max_new_tokens=0), warmup=0)
     summary = summarise(asyncio.run(run_plan(tiny_stack.address, plan, [Prompt("code", "x")])))
     assert summary["ok"] == 0 and summary["errors"] == {"INVALID_ARGUMENT": 4}
+
+
+def _summary(clients: int, tok_s: float, tpot_p50: float, tpot_p95: float, ok: int = 4, overruns: int = 0) -> dict:
+    return {"clients": clients, "tokens_per_s": tok_s, "requests_per_s": tok_s / 32, "ok": ok, "requests": 4,
+            "tpot_s": {"p50": tpot_p50, "p95": tpot_p95}, "overruns": {"overruns": overruns, "forwards": 100}}
+
+
+def test_sweep_configurations_parse_or_say_what_is_wrong():
+    from loadtest.capacity import parse_configs
+
+    configs = parse_configs("autoregressive, sequential:fixed:4,pearl:adaedl,auto")
+    assert [c.name for c in configs] == ["autoregressive", "sequential fixed:4", "pearl adaedl", "auto"]
+    assert configs[1].params == {"mode": "sequential", "policy": "fixed", "draft_length": 4}
+    assert configs[3].params == {"mode": "auto", "policy": "auto"} and configs[3].is_auto
+    assert configs[0].is_target_alone and not configs[1].is_auto
+    for bad, message in (("warp", "unknown mode"), ("sequential:magic", "unknown policy"),
+                         ("sequential:fixed:x", "a number"), ("auto,auto", "twice"), ("", "at least one")):
+        with pytest.raises(ValueError, match=message):
+            parse_configs(bad)
+
+
+def test_the_cli_refuses_a_bad_sweep_before_starting_anything(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--stack", "tiny", "--sweep", "sequential:nope"])
+    assert exited.value.code == 2 and "unknown policy 'nope'" in capsys.readouterr().err
+
+
+def test_capacity_is_the_highest_rate_within_the_goal(tmp_path):
+    """The goal: 2 x the target alone's single-request TPOT (p50, 40 ms) = 80 ms at p95."""
+    from loadtest.capacity import analyse, markdown, parse_configs, plot as plot_capacity
+
+    configs = parse_configs("autoregressive,sequential:fixed:4,auto")
+    summaries = {
+        "autoregressive": [_summary(1, 25, 0.040, 0.045), _summary(16, 300, 0.060, 0.070), _summary(32, 330, 0.1, 0.2)],
+        "sequential fixed:4": [_summary(1, 50, 0.020, 0.030), _summary(16, 280, 0.070, 0.090),
+                               _summary(32, 250, 0.1, 0.3)],
+        "auto": [_summary(1, 48, 0.021, 0.031), _summary(16, 310, 0.055, 0.075, overruns=3),
+                 _summary(32, 340, 0.09, 0.2, ok=3)],
+    }
+    analysis = analyse(configs, summaries)
+    assert analysis["goal_tpot_p95_s"] == pytest.approx(0.080)
+    rows = analysis["configs"]
+    assert rows["autoregressive"]["capacity_clients"] == 16 and rows["sequential fixed:4"]["capacity_clients"] == 1
+    assert rows["auto"]["capacity_requests_per_s"] == pytest.approx(310 / 32)  # 32 clients: a request failed
+    assert analysis["capacity_ranking"] == ["auto", "autoregressive", "sequential fixed:4"]
+    at = {e["clients"]: e for e in analysis["by_clients"]}
+    assert at[1]["best_static_sd"] == "sequential fixed:4" and at[1]["auto_vs_best_rival"]["auto"] == pytest.approx(0.96)
+    assert at[16]["auto_vs_best_rival"]["auto"] == pytest.approx(310 / 300)
+    table = markdown(analysis)
+    assert "goal: TPOT p95 <= 2 x" in table and "(3 overruns)" in table and "90 ✗" in table
+    plot_capacity(tmp_path / "capacity.png", analysis, "tiny")
+    assert (tmp_path / "capacity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.full
+def test_a_capacity_sweep_through_a_batching_stack(tmp_path):
+    """The sweep end to end: a stack under gpu-batch with --max-batch, two configurations at
+    two levels; the workers' overrun counters come back per level."""
+    out = tmp_path / "capacity.json"
+    code = main([
+        "--stack", "tiny", "--cost-profile", "gpu-batch", "--max-batch", "4", "--clients", "1,2",
+        "--sweep", "autoregressive,auto", "--max-new-tokens", "4", "--requests", "2", "--json", str(out),
+    ])
+    assert code == 0
+    saved = json.loads(out.read_text())
+    assert set(saved["capacity"]["configs"]) == {"autoregressive", "auto"}
+    assert len(saved["runs"]) == 4 and all(r["summary"]["ok"] == r["summary"]["requests"] for r in saved["runs"])
+    assert all(r["summary"]["overruns"]["forwards"] > 0 for r in saved["runs"])
+    assert saved["capacity"]["goal_tpot_p95_s"] > 0

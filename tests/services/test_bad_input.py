@@ -237,7 +237,8 @@ def test_a_worker_answers_on_the_tokens_sent_never_another_sessions(channels):
     """A caller reusing another request's session id gets a verdict on its own tokens;
     the reply carries a verdict only, never tokens it did not send. (Binding session ids
     to their owner is the security layer's job; here: no leak, sane statuses.)"""
-    verdict_fields = {"accepted", "next_token", "drafted", "compute_seconds"}
+    # a count of the forward's tokens (the cost model's key), like compute_seconds: no token ids
+    verdict_fields = {"accepted", "next_token", "drafted", "compute_seconds", "batch_tokens"}
     victim = [9, 10, 11, 12, 13, 14, 15, 16]
     assert _verdict(channels, verify("victim", tokens=victim, draft_tokens=[20, 21]))[0] == OK
     mine = [30, 31, 32]

@@ -58,7 +58,7 @@ def test_evicted_sessions_are_reprefilled_from_the_history(fragile_stack, tiny_e
 
 def test_a_draft_worker_killed_mid_request_degrades_to_target_only(fragile_stack, tiny_engine):
     with Client(fragile_stack.address, timeout=60) as client:
-        stream = client.generate_stream(PROMPTS[0], max_new_tokens=400, ignore_eos=True, mode="pearl")
+        stream = client.generate_stream(PROMPTS[0], max_new_tokens=400, ignore_eos=True, mode="pearl", policy="fixed")
         chunks = [next(stream)]
         fragile_stack.draft.kill()
         chunks += list(stream)
@@ -69,7 +69,7 @@ def test_a_draft_worker_killed_mid_request_degrades_to_target_only(fragile_stack
         fragile_stack.draft.wait_serving(60)
         deadline = time.monotonic() + 15  # the coordinator's channel reconnects within ~1 s
         while True:
-            result = client.complete(PROMPTS[1], max_new_tokens=20, ignore_eos=True, mode="sequential")
+            result = client.complete(PROMPTS[1], max_new_tokens=20, ignore_eos=True, mode="sequential", policy="fixed")
             if not result.stats.draft_fallback or time.monotonic() > deadline:
                 break
         assert not result.stats.draft_fallback and result.stats.draft_tokens > 0
@@ -78,7 +78,7 @@ def test_a_draft_worker_killed_mid_request_degrades_to_target_only(fragile_stack
 
 def test_a_target_worker_restarted_mid_request_costs_a_reprefill_only(fragile_stack, tiny_engine):
     with Client(fragile_stack.address, timeout=60) as client:
-        stream = client.generate_stream(PROMPTS[2], max_new_tokens=400, ignore_eos=True, mode="sequential")
+        stream = client.generate_stream(PROMPTS[2], max_new_tokens=400, ignore_eos=True, mode="sequential", policy="fixed")
         chunks = [next(stream)]
         fragile_stack.target.kill()
         fragile_stack.target.start()

@@ -32,6 +32,14 @@ def test_a_proposal_crosses_the_wire_bit_for_bit():
     assert convert.draft_token_from_pb(convert.draft_token_to_pb(DraftToken(5, None, 0.5, 0.9, 0.0))).q is None
 
 
+def test_a_verification_crosses_the_wire_with_its_batch():
+    from specdec.core.acceptance import Verdict
+    from specdec.runtime.verifying import Verification
+
+    for v in (Verification(Verdict(2, 7, 4), 0.03, 1, 80), Verification(Verdict(0, 9, 4), 0.0, 0, 0)):
+        assert convert.verification_from_pb(convert.verification_to_pb(v)) == v
+
+
 def test_stop_rules_and_sampling_round_trip():
     for rule in (StopRule(4), StopRule(8, 2, entropy_lambda=0.6), StopRule(20, 2, reject_threshold=0.5)):
         assert convert.rule_from_pb(convert.rule_to_pb(rule)) == rule
@@ -42,7 +50,7 @@ def test_stop_rules_and_sampling_round_trip():
 def test_request_defaults_follow_the_core():
     parsed = parse_request(pb.GenerateRequest(prompt="abc"), tiny_tokenizer(), LIMITS)
     req = parsed.request
-    assert req.mode is Mode.SEQUENTIAL and req.policy == "adaedl" and req.max_new_tokens == 64
+    assert req.mode is Mode.AUTO and req.policy == "auto" and req.max_new_tokens == 64
     assert req.sampling == SamplingParams() and req.seed is None and req.draft_length is None  # unset: see speed.py
     explicit = parse_request(build_request("abc", temperature=0.0, seed=0, mode="pearl", stop="x"), tiny_tokenizer(), LIMITS)
     assert explicit.request.seed == 0 and explicit.request.mode is Mode.PEARL and explicit.stop == ("x",)

@@ -60,6 +60,20 @@ def test_counters_move_by_the_request_stats(inprocess_stack):
     assert total(after["coordinator"], "specdec:num_requests_running") == 0
 
 
+def test_policy_auto_shows_its_draft_lengths(inprocess_stack):
+    before = scrape(inprocess_stack, "coordinator")
+    with Client(inprocess_stack.address, timeout=60.0) as client:
+        stats = client.complete(PROMPT, max_new_tokens=30, ignore_eos=True, mode="sequential", policy="auto").stats
+    after = scrape(inprocess_stack, "coordinator")
+
+    def delta(name, **labels):
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    assert stats.mode_run == "sequential" and 0 < sum(stats.auto_k_rounds.values()) <= stats.rounds
+    assert delta("specdec:spec_decode_auto_k_count", mode="sequential") == stats.rounds
+    assert delta("specdec:spec_decode_auto_k_sum", mode="sequential") == stats.draft_tokens
+
+
 def test_failures_and_cancellations_are_counted(inprocess_stack):
     before = scrape(inprocess_stack, "coordinator")
     with Client(inprocess_stack.address, timeout=60.0) as client:
@@ -95,7 +109,7 @@ def test_every_service_exposes_parseable_metrics(inprocess_stack):
                  "e2e_request_latency_seconds_bucket", "request_success_total", "request_failure_total",
                  "generation_tokens_total", "prompt_tokens_total", "num_requests_running", "num_requests_waiting",
                  "sessions", "session_evictions_total", "worker_failovers_total", "draft_fallbacks_total",
-                 "reprefills_total", "worker_forward_latency_seconds_bucket"):
+                 "reprefills_total", "worker_forward_latency_seconds_bucket", "spec_decode_auto_k_bucket"):
         assert f"specdec:{name}" in registered, name
 
 

@@ -60,3 +60,27 @@ class DraftTreeResponse(_message.Message):
     tree: _common_pb2.DraftTree
     compute_seconds: float
     def __init__(self, tree: _Optional[_Union[_common_pb2.DraftTree, _Mapping]] = ..., compute_seconds: _Optional[float] = ...) -> None: ...
+
+class DraftCommand(_message.Message):
+    __slots__ = ("session_id", "round", "stop", "draft", "traceparent")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    round: int
+    stop: bool
+    draft: DraftRequest
+    traceparent: str
+    def __init__(self, session_id: _Optional[str] = ..., round: _Optional[int] = ..., stop: _Optional[bool] = ..., draft: _Optional[_Union[DraftRequest, _Mapping]] = ..., traceparent: _Optional[str] = ...) -> None: ...
+
+class DraftStreamItem(_message.Message):
+    __slots__ = ("round", "token", "end")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    token: DraftToken
+    end: bool
+    def __init__(self, round: _Optional[int] = ..., token: _Optional[_Union[DraftToken, _Mapping]] = ..., end: _Optional[bool] = ...) -> None: ...

@@ -42,6 +42,11 @@ class DraftWorkerStub:
                 request_serializer=specdec_dot_v1_dot_draft__worker__pb2.DraftRequest.SerializeToString,
                 response_deserializer=specdec_dot_v1_dot_draft__worker__pb2.DraftToken.FromString,
                 _registered_method=True)
+        self.DraftStream = channel.stream_stream(
+                '/specdec.v1.DraftWorker/DraftStream',
+                request_serializer=specdec_dot_v1_dot_draft__worker__pb2.DraftCommand.SerializeToString,
+                response_deserializer=specdec_dot_v1_dot_draft__worker__pb2.DraftStreamItem.FromString,
+                _registered_method=True)
         self.DraftTree = channel.unary_unary(
                 '/specdec.v1.DraftWorker/DraftTree',
                 request_serializer=specdec_dot_v1_dot_draft__worker__pb2.DraftTreeRequest.SerializeToString,
@@ -68,6 +73,16 @@ class DraftWorkerServicer:
         """Continue the session's sequence and stream draft tokens until the stop rule fires.
         Cancelling the call stops drafting. FAILED_PRECONDITION: the worker holds fewer
         than `start` tokens of this session (restart, eviction); resend with start = 0.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DraftStream(self, request_iterator, context):
+        """The same rounds over one stream per request: a command starts a round (which stops
+        the one in progress) or stops it; the worker streams that round's tokens, then an
+        end item when its stop rule fires. Items carry their round, so the caller drops a
+        stopped round's late tokens. One session per stream; errors as Draft, ending it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -102,6 +117,11 @@ def add_DraftWorkerServicer_to_server(servicer, server):
                     servicer.Draft,
                     request_deserializer=specdec_dot_v1_dot_draft__worker__pb2.DraftRequest.FromString,
                     response_serializer=specdec_dot_v1_dot_draft__worker__pb2.DraftToken.SerializeToString,
+            ),
+            'DraftStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.DraftStream,
+                    request_deserializer=specdec_dot_v1_dot_draft__worker__pb2.DraftCommand.FromString,
+                    response_serializer=specdec_dot_v1_dot_draft__worker__pb2.DraftStreamItem.SerializeToString,
             ),
             'DraftTree': grpc.unary_unary_rpc_method_handler(
                     servicer.DraftTree,
@@ -148,6 +168,33 @@ class DraftWorker:
             '/specdec.v1.DraftWorker/Draft',
             specdec_dot_v1_dot_draft__worker__pb2.DraftRequest.SerializeToString,
             specdec_dot_v1_dot_draft__worker__pb2.DraftToken.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DraftStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/specdec.v1.DraftWorker/DraftStream',
+            specdec_dot_v1_dot_draft__worker__pb2.DraftCommand.SerializeToString,
+            specdec_dot_v1_dot_draft__worker__pb2.DraftStreamItem.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from specdec.pb.v1 import common_pb2 as specdec_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1especdec/v1/target_worker.proto\x12\nspecdec.v1\x1a\x17specdec/v1/common.proto\"\xbd\x01\n\rVerifyRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\r\x12\x0e\n\x06tokens\x18\x03 \x03(\x05\x12\x14\n\x0c\x64raft_tokens\x18\x04 \x03(\x05\x12\'\n\tproposals\x18\x05 \x03(\x0b\x32\x14.specdec.v1.Proposal\x12,\n\x08sampling\x18\x06 \x01(\x0b\x32\x1a.specdec.v1.SamplingParams\x12\x0c\n\x04seed\x18\x07 \x01(\x04\"`\n\x0eVerifyResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\x12\n\nnext_token\x18\x02 \x01(\x05\x12\x0f\n\x07\x64rafted\x18\x03 \x01(\r\x12\x17\n\x0f\x63ompute_seconds\x18\x04 \x01(\x01\"\xa7\x01\n\x11VerifyTreeRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\r\x12\x0e\n\x06tokens\x18\x03 \x03(\x05\x12#\n\x04tree\x18\x04 \x01(\x0b\x32\x15.specdec.v1.DraftTree\x12,\n\x08sampling\x18\x05 \x01(\x0b\x32\x1a.specdec.v1.SamplingParams\x12\x0c\n\x04seed\x18\x06 \x01(\x04\"p\n\x12VerifyTreeResponse\x12\x0c\n\x04path\x18\x01 \x03(\r\x12\x0e\n\x06tokens\x18\x02 \x03(\x05\x12\x12\n\nnext_token\x18\x03 \x01(\x05\x12\x0f\n\x07\x64rafted\x18\x04 \x01(\r\x12\x17\n\x0f\x63ompute_seconds\x18\x05 \x01(\x01\x32\x9f\x02\n\x0cTargetWorker\x12?\n\x06Verify\x12\x19.specdec.v1.VerifyRequest\x1a\x1a.specdec.v1.VerifyResponse\x12K\n\nVerifyTree\x12\x1d.specdec.v1.VerifyTreeRequest\x1a\x1e.specdec.v1.VerifyTreeResponse\x12\x42\n\x07Release\x12\x1a.specdec.v1.ReleaseRequest\x1a\x1b.specdec.v1.ReleaseResponse\x12=\n\x07GetInfo\x12\x1a.specdec.v1.GetInfoRequest\x1a\x16.specdec.v1.WorkerInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1especdec/v1/target_worker.proto\x12\nspecdec.v1\x1a\x17specdec/v1/common.proto\"\xd2\x01\n\rVerifyRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\r\x12\x0e\n\x06tokens\x18\x03 \x03(\x05\x12\x14\n\x0c\x64raft_tokens\x18\x04 \x03(\x05\x12\'\n\tproposals\x18\x05 \x03(\x0b\x32\x14.specdec.v1.Proposal\x12,\n\x08sampling\x18\x06 \x01(\x0b\x32\x1a.specdec.v1.SamplingParams\x12\x0c\n\x04seed\x18\x07 \x01(\x04\x12\x13\n\x0btraceparent\x18\x08 \x01(\t\"\x8d\x01\n\x0eVerifyResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\x12\x12\n\nnext_token\x18\x02 \x01(\x05\x12\x0f\n\x07\x64rafted\x18\x03 \x01(\r\x12\x17\n\x0f\x63ompute_seconds\x18\x04 \x01(\x01\x12\x15\n\rkept_row_only\x18\x05 \x01(\x08\x12\x14\n\x0c\x62\x61tch_tokens\x18\x06 \x01(\r\"\xa7\x01\n\x11VerifyTreeRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\r\x12\x0e\n\x06tokens\x18\x03 \x03(\x05\x12#\n\x04tree\x18\x04 \x01(\x0b\x32\x15.specdec.v1.DraftTree\x12,\n\x08sampling\x18\x05 \x01(\x0b\x32\x1a.specdec.v1.SamplingParams\x12\x0c\n\x04seed\x18\x06 \x01(\x04\"p\n\x12VerifyTreeResponse\x12\x0c\n\x04path\x18\x01 \x03(\r\x12\x0e\n\x06tokens\x18\x02 \x03(\x05\x12\x12\n\nnext_token\x18\x03 \x01(\x05\x12\x0f\n\x07\x64rafted\x18\x04 \x01(\r\x12\x17\n\x0f\x63ompute_seconds\x18\x05 \x01(\x01\x32\xea\x02\n\x0cTargetWorker\x12?\n\x06Verify\x12\x19.specdec.v1.VerifyRequest\x1a\x1a.specdec.v1.VerifyResponse\x12I\n\x0cVerifyStream\x12\x19.specdec.v1.VerifyRequest\x1a\x1a.specdec.v1.VerifyResponse(\x01\x30\x01\x12K\n\nVerifyTree\x12\x1d.specdec.v1.VerifyTreeRequest\x1a\x1e.specdec.v1.VerifyTreeResponse\x12\x42\n\x07Release\x12\x1a.specdec.v1.ReleaseRequest\x1a\x1b.specdec.v1.ReleaseResponse\x12=\n\x07GetInfo\x12\x1a.specdec.v1.GetInfoRequest\x1a\x16.specdec.v1.WorkerInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,13 +33,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'specdec.v1.target_worker_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_VERIFYREQUEST']._serialized_start=72
-  _globals['_VERIFYREQUEST']._serialized_end=261
-  _globals['_VERIFYRESPONSE']._serialized_start=263
-  _globals['_VERIFYRESPONSE']._serialized_end=359
-  _globals['_VERIFYTREEREQUEST']._serialized_start=362
-  _globals['_VERIFYTREEREQUEST']._serialized_end=529
-  _globals['_VERIFYTREERESPONSE']._serialized_start=531
-  _globals['_VERIFYTREERESPONSE']._serialized_end=643
-  _globals['_TARGETWORKER']._serialized_start=646
-  _globals['_TARGETWORKER']._serialized_end=933
+  _globals['_VERIFYREQUEST']._serialized_end=282
+  _globals['_VERIFYRESPONSE']._serialized_start=285
+  _globals['_VERIFYRESPONSE']._serialized_end=426
+  _globals['_VERIFYTREEREQUEST']._serialized_start=429
+  _globals['_VERIFYTREEREQUEST']._serialized_end=596
+  _globals['_VERIFYTREERESPONSE']._serialized_start=598
+  _globals['_VERIFYTREERESPONSE']._serialized_end=710
+  _globals['_TARGETWORKER']._serialized_start=713
+  _globals['_TARGETWORKER']._serialized_end=1075
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class VerifyRequest(_message.Message):
-    __slots__ = ("session_id", "start", "tokens", "draft_tokens", "proposals", "sampling", "seed")
+    __slots__ = ("session_id", "start", "tokens", "draft_tokens", "proposals", "sampling", "seed", "traceparent")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +16,7 @@ class VerifyRequest(_message.Message):
     PROPOSALS_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     start: int
     tokens: _containers.RepeatedScalarFieldContainer[int]
@@ -23,19 +24,24 @@ class VerifyRequest(_message.Message):
     proposals: _containers.RepeatedCompositeFieldContainer[_common_pb2.Proposal]
     sampling: _common_pb2.SamplingParams
     seed: int
-    def __init__(self, session_id: _Optional[str] = ..., start: _Optional[int] = ..., tokens: _Optional[_Iterable[int]] = ..., draft_tokens: _Optional[_Iterable[int]] = ..., proposals: _Optional[_Iterable[_Union[_common_pb2.Proposal, _Mapping]]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., seed: _Optional[int] = ...) -> None: ...
+    traceparent: str
+    def __init__(self, session_id: _Optional[str] = ..., start: _Optional[int] = ..., tokens: _Optional[_Iterable[int]] = ..., draft_tokens: _Optional[_Iterable[int]] = ..., proposals: _Optional[_Iterable[_Union[_common_pb2.Proposal, _Mapping]]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., seed: _Optional[int] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
-    __slots__ = ("accepted", "next_token", "drafted", "compute_seconds")
+    __slots__ = ("accepted", "next_token", "drafted", "compute_seconds", "kept_row_only", "batch_tokens")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     NEXT_TOKEN_FIELD_NUMBER: _ClassVar[int]
     DRAFTED_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    KEPT_ROW_ONLY_FIELD_NUMBER: _ClassVar[int]
+    BATCH_TOKENS_FIELD_NUMBER: _ClassVar[int]
     accepted: int
     next_token: int
     drafted: int
     compute_seconds: float
-    def __init__(self, accepted: _Optional[int] = ..., next_token: _Optional[int] = ..., drafted: _Optional[int] = ..., compute_seconds: _Optional[float] = ...) -> None: ...
+    kept_row_only: bool
+    batch_tokens: int
+    def __init__(self, accepted: _Optional[int] = ..., next_token: _Optional[int] = ..., drafted: _Optional[int] = ..., compute_seconds: _Optional[float] = ..., kept_row_only: _Optional[bool] = ..., batch_tokens: _Optional[int] = ...) -> None: ...
 
 class VerifyTreeRequest(_message.Message):
     __slots__ = ("session_id", "start", "tokens", "tree", "sampling", "seed")

@@ -43,6 +43,11 @@ class TargetWorkerStub:
                 request_serializer=specdec_dot_v1_dot_target__worker__pb2.VerifyRequest.SerializeToString,
                 response_deserializer=specdec_dot_v1_dot_target__worker__pb2.VerifyResponse.FromString,
                 _registered_method=True)
+        self.VerifyStream = channel.stream_stream(
+                '/specdec.v1.TargetWorker/VerifyStream',
+                request_serializer=specdec_dot_v1_dot_target__worker__pb2.VerifyRequest.SerializeToString,
+                response_deserializer=specdec_dot_v1_dot_target__worker__pb2.VerifyResponse.FromString,
+                _registered_method=True)
         self.VerifyTree = channel.unary_unary(
                 '/specdec.v1.TargetWorker/VerifyTree',
                 request_serializer=specdec_dot_v1_dot_target__worker__pb2.VerifyTreeRequest.SerializeToString,
@@ -68,8 +73,21 @@ class TargetWorkerServicer:
 
     def Verify(self, request, context):
         """Verify the draft tokens after the committed sequence; k = 0 is plain decoding.
+        When the worker's last pass for this session ended exactly at the committed
+        sequence, the first draft token is judged against that pass's last row first
+        (PEARL, docs/algorithms.md section 4): no forward runs when it is rejected.
         FAILED_PRECONDITION: the worker holds fewer than `start` tokens of this session
         (restart, eviction); resend with start = 0.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyStream(self, request_iterator, context):
+        """The same rounds over one stream per request: each request message is one round
+        (as Verify), answered by one response, in order. The stream carries one session
+        (every message names the same session_id); a FAILED_PRECONDITION or
+        INVALID_ARGUMENT ends it, and the caller opens a new one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -104,6 +122,11 @@ def add_TargetWorkerServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Verify': grpc.unary_unary_rpc_method_handler(
                     servicer.Verify,
+                    request_deserializer=specdec_dot_v1_dot_target__worker__pb2.VerifyRequest.FromString,
+                    response_serializer=specdec_dot_v1_dot_target__worker__pb2.VerifyResponse.SerializeToString,
+            ),
+            'VerifyStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.VerifyStream,
                     request_deserializer=specdec_dot_v1_dot_target__worker__pb2.VerifyRequest.FromString,
                     response_serializer=specdec_dot_v1_dot_target__worker__pb2.VerifyResponse.SerializeToString,
             ),
@@ -151,6 +174,33 @@ class TargetWorker:
             request,
             target,
             '/specdec.v1.TargetWorker/Verify',
+            specdec_dot_v1_dot_target__worker__pb2.VerifyRequest.SerializeToString,
+            specdec_dot_v1_dot_target__worker__pb2.VerifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/specdec.v1.TargetWorker/VerifyStream',
             specdec_dot_v1_dot_target__worker__pb2.VerifyRequest.SerializeToString,
             specdec_dot_v1_dot_target__worker__pb2.VerifyResponse.FromString,
             options,
