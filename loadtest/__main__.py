@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import sys
 from contextlib import nullcontext
+from pathlib import Path
 
 from loadtest import capacity
 from specdec.client import workers as budgets
@@ -165,8 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         table = capacity.markdown(analysis)
     print(table)
     if args.markdown_path:
-        with open(args.markdown_path, "w") as f:
-            f.write(f"{meta['date']}, `{meta['command']}`\n\n{table}\n")
+        Path(args.markdown_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown_path).write_text(f"{meta['date']}, `{meta['command']}`\n\n{table}\n")
     if args.json_path:
         write_json(args.json_path, [r for _, r in results], meta, **({"capacity": analysis} if analysis else {}))
     if args.plot_path:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from loadtest.report import clients_axis, save_figure
+from loadtest.report import choices, clients_axis, save_figure
 from specdec.core.names import Mode, PolicyName
 
 GOAL_FACTOR = 2.0
@@ -91,6 +91,7 @@ def analyse(configs: Sequence[Config], summaries: dict[str, list[dict]], goal_fa
                 "tokens_per_s": s["tokens_per_s"], "requests_per_s": s["requests_per_s"], "tpot_p95_s": tpot95,
                 "ok": s["ok"], "requests": s["requests"], "overruns": (s.get("overruns") or {}).get("overruns", 0),
                 "meets_goal": goal is not None and tpot95 is not None and tpot95 <= goal and s["ok"] == s["requests"],
+                "chose": choices(s),
             }
         meeting = [(v["requests_per_s"], n) for n, v in levels.items() if v["meets_goal"]]
         best = max(meeting, default=(0.0, None))
@@ -159,6 +160,11 @@ def markdown(analysis: dict) -> str:
     if verdicts:
         lines += ["", "| clients | auto | tok/s | best of autoregressive and static SD | tok/s | auto / best |",
                   "|---|---|---|---|---|---|", *verdicts]
+    chose = [f"| {n} | {name} | {r['levels'][n]['chose']} |" for name, r in rows.items() for n in sorted(r["levels"])
+             if r["levels"][n]["chose"] != "-"]
+    if chose:
+        lines += ["", "| clients | configuration | what ran (batching; requests by mode; rounds by draft length k) |",
+                  "|---|---|---|", *chose]
     return "\n".join(lines)
 
 

@@ -75,7 +75,36 @@ def summarise(result: RunResult) -> dict:
         "draft_fallbacks": sum(bool(s["draft_fallback"]) for s in stats),
         "reprefills": sum(s["reprefills"] for s in stats),
         "overruns": result.overruns,
+        "modes_run": dict(sorted(Counter(s["mode_run"] for s in stats if s.get("mode_run")).items())),
+        "sessions_per_target_forward": _per_forward(stats, len(ok), result.overruns),
+        "auto_k_rounds": _k_rounds(stats),
     }
+
+
+def _per_forward(stats: Sequence[dict], requests: int, overruns: dict | None) -> float | None:
+    """How many sessions the target worker merged into a forward on average: the requests'
+    target calls (a pass per round, a prefill per request) over the worker's forwards in the
+    level (from its GetInfo counters; None without them, and with other traffic it is a bound)."""
+    forwards = (overruns or {}).get("target_forwards")
+    return (sum(s["rounds"] for s in stats) + requests) / forwards if forwards else None
+
+
+def _k_rounds(stats: Sequence[dict]) -> dict[int, int]:
+    """Rounds by the draft length policy auto chose, over the requests (empty for other policies)."""
+    total: Counter = Counter()
+    for s in stats:
+        total.update({int(k): int(n) for k, n in (s.get("auto_k_rounds") or {}).items()})
+    return dict(sorted(total.items()))
+
+
+def choices(summary: dict) -> str:
+    """What ran in a level, for a table cell: `4.2 sessions per target forward; sequential 30, pearl 2;
+    k=0: 41, k=1: 300` (the modes and k of mode / policy auto)."""
+    modes = ", ".join(f"{m} {n}" for m, n in (summary.get("modes_run") or {}).items())
+    ks = ", ".join(f"k={k}: {n}" for k, n in (summary.get("auto_k_rounds") or {}).items())
+    merged = summary.get("sessions_per_target_forward")
+    per = f"{merged:.1f} sessions per target forward" if merged else ""
+    return "; ".join(x for x in (per, modes, ks) if x) or "-"
 
 
 def _ms(x: float | None) -> str:

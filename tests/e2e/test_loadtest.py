@@ -71,6 +71,8 @@ def test_a_bounded_run_records_every_request(tiny_stack, tmp_path, scenario, str
     assert summary["ok"] == 5 and summary["errors"] == {} and summary["tokens"] == 30
     assert summary["requests_per_s"] > 0 and summary["latency_s"]["p99"] >= summary["latency_s"]["p50"]
     assert summary["tau"] >= 1.0 and 0.0 <= summary["acceptance_rate"] <= 1.0
+    assert summary["modes_run"] == {"pearl": 5}
+    assert summary["auto_k_rounds"] and all(k >= 1 for k in summary["auto_k_rounds"])  # the default policy, auto
     if scenario is Scenario.BURST:
         assert summary["max_in_flight"] == 3  # waves of 3 sent at once
     assert "| " + scenario.value in markdown_table([summary])
@@ -124,6 +126,8 @@ def test_capacity_is_the_highest_rate_within_the_goal(tmp_path):
         "auto": [_summary(1, 48, 0.021, 0.031), _summary(16, 310, 0.055, 0.075, overruns=3),
                  _summary(32, 340, 0.09, 0.2, ok=3)],
     }
+    summaries["auto"][2] |= {"modes_run": {"sequential": 3}, "auto_k_rounds": {0: 40, 1: 7}}
+    summaries["autoregressive"][1]["sessions_per_target_forward"] = 7.5
     analysis = analyse(configs, summaries)
     assert analysis["goal_tpot_p95_s"] == pytest.approx(0.080)
     rows = analysis["configs"]
@@ -135,6 +139,8 @@ def test_capacity_is_the_highest_rate_within_the_goal(tmp_path):
     assert at[16]["auto_vs_best_rival"]["auto"] == pytest.approx(310 / 300)
     table = markdown(analysis)
     assert "goal: TPOT p95 <= 2 x" in table and "(3 overruns)" in table and "90 ✗" in table
+    assert "| 32 | auto | sequential 3; k=0: 40, k=1: 7 |" in table and "| 1 | auto | - |" not in table
+    assert "| 16 | autoregressive | 7.5 sessions per target forward |" in table
     plot_capacity(tmp_path / "capacity.png", analysis, "tiny")
     assert (tmp_path / "capacity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -153,4 +159,5 @@ def test_a_capacity_sweep_through_a_batching_stack(tmp_path):
     assert set(saved["capacity"]["configs"]) == {"autoregressive", "auto"}
     assert len(saved["runs"]) == 4 and all(r["summary"]["ok"] == r["summary"]["requests"] for r in saved["runs"])
     assert all(r["summary"]["overruns"]["forwards"] > 0 for r in saved["runs"])
+    assert all(0 < r["summary"]["sessions_per_target_forward"] <= 4 for r in saved["runs"])  # --max-batch 4
     assert saved["capacity"]["goal_tpot_p95_s"] > 0
