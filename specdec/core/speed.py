@@ -10,12 +10,13 @@ the same figures the request stats add up). Kept here, over a short history each
   forward instead of queueing for it);
 - each of them again while the other model was computing at the same time (PEARL), so
   a shared device shows as a slowdown;
-- each call's time outside the model (transport, scheduling);
+- each call's time outside the model (transport, scheduling; a low quantile, not the
+  queueing behind other sessions);
 - the per-position acceptance recent requests saw (the prior of a new request's);
 - how many requests are running now (they share the workers).
 
 PEARL's default window (`window()`) and the auto policy (specdec/core/goodput.py) read it.
-Medians, so a prompt's prefill or one slow call does not move anything.
+Medians (overheads: a low quantile), so a prompt's prefill or one slow call does not move anything.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ DEFAULT_DRAFT_LENGTH = 4  # k when a request names none (and PEARL's window befo
 MAX_AUTO_WINDOW = 16
 MAX_PASS_TOKENS = 64  # passes over more tokens (prefills, merged batches) are kept in buckets of 16
 PASS_BUCKET = 16
+OVERHEAD_QUANTILE = 0.25
 
 
 def interpolate(points: list[tuple[int, float]], n: int) -> float:
@@ -126,8 +128,12 @@ class SpeedRatio:
         return sorted(self._target_passes[concurrent])
 
     def overhead(self, role: str) -> float:
-        samples = self._overhead[role]
-        return statistics.median(samples) if samples else 0.0
+        """A call's time outside the model that every call pays (transport, scheduling): the
+        OVERHEAD_QUANTILE of recent calls, not their median, because under load a call also
+        waits for other sessions' forwards, and the goodput model counts that queueing itself
+        (its S terms): taking it in here as well would count it twice."""
+        samples = sorted(self._overhead[role])
+        return samples[int(OVERHEAD_QUANTILE * (len(samples) - 1))] if samples else 0.0
 
     def acceptance_prior(self, position: int) -> tuple[float, float]:
         """(accepted, judged) pseudo-counts recent requests give position `position`."""

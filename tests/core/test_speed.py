@@ -65,3 +65,12 @@ def test_the_engine_measures_its_models_and_pearl_uses_the_ratio():
     assert auto.token_ids == two.token_ids == reference
     # windows of 5-6 send more draft tokens per verification pass than windows of 2
     assert auto.stats.draft_tokens / auto.stats.rounds > two.stats.draft_tokens / two.stats.rounds
+
+
+def test_overhead_is_what_every_call_pays_not_the_queueing_under_load():
+    speed = SpeedRatio()
+    assert speed.overhead("target") == 0.0
+    for wait in [0.001] * 10 + [0.120] * 12:  # most calls also waited for another batch's forward
+        speed.observe_overhead("target", wait)
+    assert speed.overhead("target") == pytest.approx(0.001)
+    assert speed.overhead("draft") == 0.0
