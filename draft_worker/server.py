@@ -33,6 +33,7 @@ def build_servicer(config: DraftWorkerConfig) -> DraftWorkerServicer:
     endpoint = LocalDraft(
         pair.draft, budget, top_n=config.proposal_top_n, head=head, max_sessions=config.max_sessions,
         ttl_s=config.session_ttl_s, max_batch=config.max_batch, batch_wait_s=config.batch_wait_ms / 1000.0,
+        chunk_tokens=config.chunk_tokens or None,
     )
 
     def describe():

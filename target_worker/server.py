@@ -27,7 +27,7 @@ def build_servicer(config: TargetWorkerConfig) -> TargetWorkerServicer:
     budget = CostProfile.load(config.cost_profile).budget("target", config.preset) if config.cost_profile else None
     endpoint = LocalTarget(
         pair.target, budget, max_sessions=config.max_sessions, ttl_s=config.session_ttl_s,
-        max_batch=config.max_batch, batch_wait_s=config.batch_wait_ms / 1000.0,
+        max_batch=config.max_batch, batch_wait_s=config.batch_wait_ms / 1000.0, chunk_tokens=config.chunk_tokens or None,
     )
 
     def describe():

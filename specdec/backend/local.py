@@ -37,10 +37,11 @@ class LocalDraft:
         ttl_s: float = 600.0,
         max_batch: int = 1,
         batch_wait_s: float = 0.002,
+        chunk_tokens: int | None = None,
     ):
         self.sessions = SessionStore(model, budget, max_sessions, ttl_s)
         self.top_n, self.head = top_n, head
-        self._thread = ModelThread("draft", self.sessions, max_batch, batch_wait_s)
+        self._thread = ModelThread("draft", self.sessions, max_batch, batch_wait_s, chunk_tokens)
 
     def draft(self, session_id, committed, rule, params, seed) -> AsyncIterator[DraftToken]:
         return self.draft_from(session_id, 0, committed, rule, params, seed)
@@ -104,9 +105,10 @@ class LocalTarget:
         ttl_s: float = 600.0,
         max_batch: int = 1,
         batch_wait_s: float = 0.002,
+        chunk_tokens: int | None = None,
     ):
         self.sessions = SessionStore(model, budget, max_sessions, ttl_s)
-        self._thread = ModelThread("target", self.sessions, max_batch, batch_wait_s)
+        self._thread = ModelThread("target", self.sessions, max_batch, batch_wait_s, chunk_tokens)
 
     async def verify(self, session_id, committed, draft, proposals, params, seed) -> Verification:
         return await self.verify_from(session_id, 0, committed, draft, proposals, params, seed)

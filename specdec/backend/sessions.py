@@ -70,10 +70,13 @@ class ModelThread:
     batched forwards; calls on the same session still never interleave (a lock each).
     """
 
-    def __init__(self, name: str, sessions: SessionStore, max_batch: int = 1, batch_wait_s: float = 0.002):
+    def __init__(
+        self, name: str, sessions: SessionStore, max_batch: int = 1, batch_wait_s: float = 0.002,
+        chunk_tokens: int | None = None,
+    ):
         self.runner = None
         if max_batch > 1:
-            self.runner = BatchingRunner(sessions.model, sessions.budget, max_batch, batch_wait_s)
+            self.runner = BatchingRunner(sessions.model, sessions.budget, max_batch, batch_wait_s, chunk_tokens)
             sessions.runner = self.runner
         self.executor = ThreadPoolExecutor(max_workers=2 * max_batch if max_batch > 1 else 1, thread_name_prefix=name)
         self._locks: dict[str, threading.Lock] = {}

@@ -217,8 +217,12 @@ def position_acceptance(
 ) -> list[float]:
     """a_1..a_k_max of one request: its own counts at each position, pulled toward what
     recent requests saw there (or ACCEPTANCE_PRIOR) with PRIOR_WEIGHT pseudo-rounds. A
-    position this request never reached borrows the one before it."""
+    position with no prior borrows the one before it. Where the request has been judged,
+    the ratio of its estimate to the prior carries to the deeper positions' priors: a
+    request whose first tokens are rejected far more often than the traffic's (prose after
+    code) is not assumed to match the traffic further on, where it has no evidence yet."""
     out: list[float] = []
+    ratio = 1.0  # this request's acceptance relative to the prior, at the deepest position it was judged
     for i in range(1, k_max + 1):
         prior = out[-1] if out else ACCEPTANCE_PRIOR
         if speed is not None:
@@ -227,6 +231,9 @@ def position_acceptance(
                 prior = acc / jud
         own_acc = accepted[i] if i < len(accepted) else 0.0
         own_jud = judged[i] if i < len(judged) else 0.0
-        a = (own_acc + PRIOR_WEIGHT * prior) / (own_jud + PRIOR_WEIGHT)
-        out.append(min(max(a, 0.0), 0.999))
+        shifted = min(prior * ratio, 0.999)
+        a = min(max((own_acc + PRIOR_WEIGHT * shifted) / (own_jud + PRIOR_WEIGHT), 0.0), 0.999)
+        if own_jud >= 1.0 and prior > 0.0:
+            ratio = a / prior
+        out.append(a)
     return out

@@ -46,6 +46,11 @@ def serve(
     batch_wait_ms: float = typer.Option(
         2.0, envvar="SPECDEC_BATCH_WAIT_MS", help="How long a forward waits for others to join a batch (workers)."
     ),
+    chunk_tokens: int = typer.Option(
+        0, envvar="SPECDEC_CHUNK_TOKENS",
+        help="With --max-batch: tokens per merged forward; long prompts are prefilled in chunks beside the decoding "
+             "sessions (0: the cost profile's flat budget, else 256) (workers).",
+    ),
     proposal_top_n: int = typer.Option(64, envvar="SPECDEC_PROPOSAL_TOP_N", help="N of the sparse q (draft)."),
     acceptance_head: Optional[str] = typer.Option(
         None, envvar="SPECDEC_ACCEPTANCE_HEAD", help="Folder of a SpecDec++ head; policy specdecpp needs one (draft)."
@@ -155,7 +160,7 @@ def serve(
             config = DraftWorkerConfig(
                 host=host, port=DEFAULT_PORT if port is None else port, preset=preset, seed=seed, dtype=dtype,
                 threads=threads, cost_profile=cost_profile, max_sessions=max_sessions, session_ttl_s=session_ttl,
-                max_batch=max_batch, batch_wait_ms=batch_wait_ms,
+                max_batch=max_batch, batch_wait_ms=batch_wait_ms, chunk_tokens=chunk_tokens,
                 proposal_top_n=proposal_top_n, acceptance_head=acceptance_head, grace_s=grace, telemetry=telemetry,
                 tls=tls, model=model, device=device, device_map=device_map, tp_plan=tp_plan,
             )
@@ -166,7 +171,7 @@ def serve(
             config = TargetWorkerConfig(
                 host=host, port=DEFAULT_PORT if port is None else port, preset=preset, seed=seed, dtype=dtype,
                 threads=threads, cost_profile=cost_profile, max_sessions=max_sessions, session_ttl_s=session_ttl,
-                max_batch=max_batch, batch_wait_ms=batch_wait_ms,
+                max_batch=max_batch, batch_wait_ms=batch_wait_ms, chunk_tokens=chunk_tokens,
                 grace_s=grace, telemetry=telemetry, tls=tls, model=model, device=device, device_map=device_map,
                 tp_plan=tp_plan,
             )

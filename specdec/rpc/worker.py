@@ -38,6 +38,7 @@ class WorkerConfig:
     session_ttl_s: float = 600.0  # idle sessions are dropped after this
     max_batch: int = 1  # >1: merge concurrent sessions' forwards into one batched forward
     batch_wait_ms: float = 2.0  # how long a forward waits for others while calls are in flight
+    chunk_tokens: int = 0  # tokens per merged forward, a long prompt's prefill in chunks (0: the device's flat budget or 256)
     grace_s: float = 5.0  # drain time on SIGTERM
     telemetry: TelemetryConfig = TelemetryConfig()  # OTLP endpoint, /metrics port
     tls: ServerTLS = ServerTLS()  # --tls-cert/--tls-key (TLS), --tls-ca (clients need certificates)
@@ -51,6 +52,8 @@ class WorkerConfig:
             raise ValueError(f"max_sessions must be >= 1, got {self.max_sessions}")
         if not 1 <= self.max_batch <= 256:
             raise ValueError(f"max_batch must be in 1..256, got {self.max_batch}")
+        if self.chunk_tokens != 0 and self.chunk_tokens < 2:
+            raise ValueError(f"chunk_tokens must be 0 (the default) or >= 2, got {self.chunk_tokens}")
         if self.batch_wait_ms < 0:
             raise ValueError(f"batch_wait_ms must be >= 0, got {self.batch_wait_ms}")
         if self.session_ttl_s <= 0:

@@ -16,6 +16,16 @@ max(wait_s, PATIENCE x the last forward's time), so a lone request pays no delay
 session that finished costs one short wait, and sessions that fell out of step merge
 again: without that, two halves of the load alternate, each paying a whole forward for
 half the rows (measured, gpu-batch, 4 sessions over gRPC: 1.3x a single session's rate).
+
+Chunked prefill. A forward holds at most `chunk_tokens` tokens (the cost profile's flat
+budget, else CHUNK_TOKENS) of decoding rows plus one chunk of a long prompt: the decoding
+sessions' rows go first, whole; a prompt's prefill fills the rest, at least MIN_CHUNK_SHARE
+of the budget, and its next chunk goes into the next forward. Without it one session's
+prompt of a few hundred tokens makes every other session's decoding step cost that whole
+prefill (on a roofline device: many budgets); with it the decoding steps stay near their
+own cost and the prompt rides along in the room they leave (as Sarathi-Serve's
+stall-free batching, and vLLM's chunked prefill). A prefill alone is chunked too, so a
+session that arrives meanwhile waits one chunk, not the whole prompt.
 """
 
 from __future__ import annotations
@@ -41,15 +51,30 @@ from specdec.runtime.session import (
 PATIENCE = 0.15  # a forward waits up to this share of the last one for sessions coming back
 MAX_WAIT_S = 0.02
 HORIZON = 3.0  # sessions that submitted within this many forwards' time are coming back
+CHUNK_TOKENS = 256  # tokens per forward when no cost profile says the device's flat budget
+MIN_CHUNK_SHARE = 0.5  # a waiting prefill's chunk gets at least this share of the budget per forward
+MIN_SPLIT = 8  # a call is prefilled in chunks only if at least this many of its rows' logits are not wanted
 
 
 @dataclass
 class BatchItem:
     session: ModelSession
-    fresh: list[int]  # tokens to run after the session's cached ones
+    fresh: list[int]  # tokens to run after the session's cached ones (of a chunked prefill: those left)
     n_logits: int
     want_hidden: bool
     future: Future = field(default_factory=Future)
+    chunk_of: "BatchItem | None" = None  # a leading chunk of this call's tokens (its result is not the call's)
+    seconds: float = 0.0  # the forwards of its earlier chunks
+    batch_tokens: int = 0  # ... their tokens of all sessions
+    tokens_run: int = 0  # ... and its own tokens in them
+
+    def split(self, n: int) -> "BatchItem":
+        """The first `n` of its tokens as a chunk to run now; the rest stay with this call."""
+        return BatchItem(self.session, self.fresh[:n], 1, False, chunk_of=self)
+
+
+def _splittable(item: BatchItem) -> bool:
+    return len(item.fresh) - item.n_logits >= MIN_SPLIT
 
 
 @torch.inference_mode()
@@ -116,11 +141,18 @@ def batched_forward(model: torch.nn.Module, items: list[BatchItem]) -> list[Forw
 class BatchingRunner:
     """Merges the forwards of concurrent calls on one model (see the module docstring)."""
 
-    def __init__(self, model: torch.nn.Module, budget: ForwardBudget | None, max_batch: int, wait_s: float):
+    def __init__(
+        self, model: torch.nn.Module, budget: ForwardBudget | None, max_batch: int, wait_s: float,
+        chunk_tokens: int | None = None,
+    ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.model, self.budget = model, budget
         self.max_batch, self.wait_s = max_batch, wait_s
+        self.chunk_tokens = chunk_tokens or (budget.flat_tokens if budget is not None else CHUNK_TOKENS)
+        if self.chunk_tokens < 2:
+            raise ValueError(f"chunk_tokens must be >= 2, got {self.chunk_tokens}")
+        self.chunks = 0  # prefill chunks run (a chunked call counts each but its last)
         self._pending: list[BatchItem] = []
         self._active = 0  # calls in progress that will submit forwards
         self._cv = threading.Condition()
@@ -168,11 +200,53 @@ class BatchingRunner:
                 if left <= 0:
                     break
                 self._cv.wait(left)
-            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            batch = self._compose()
             now = time.monotonic()
             for item in batch:
                 self._seen[id(item.session)] = now
             return batch
+
+    def _compose(self) -> list[BatchItem]:
+        """Take the next forward's items out of `_pending` (under the lock), at most max_batch:
+        the calls whose every row is wanted (decoding steps, verifications) whole, oldest
+        first, keeping one seat when a prefill waits; then prefills (calls with MIN_SPLIT or more rows nobody reads), oldest first,
+        whole while they fit in the token budget, the next one as a chunk of what is left
+        (at least MIN_CHUNK_SHARE of the budget)."""
+        waiting = any(_splittable(i) for i in self._pending)  # a prompt keeps a seat: it must not starve
+        short = [i for i in self._pending if not _splittable(i)][: self.max_batch - (waiting and self.max_batch > 1)]
+        batch, tokens = list(short), sum(len(i.fresh) for i in short)
+        for item in (i for i in self._pending if _splittable(i)):
+            if len(batch) >= self.max_batch:
+                break
+            room = max(self.chunk_tokens - tokens, int(MIN_CHUNK_SHARE * self.chunk_tokens))
+            if len(item.fresh) <= room:
+                batch.append(item)
+                tokens += len(item.fresh)
+                continue
+            batch.append(item.split(min(room, len(item.fresh) - item.n_logits)))
+            self.chunks += 1
+            break
+        taken = {id(i.chunk_of or i) for i in batch}
+        self._pending = [i for i in self._pending if id(i) not in taken]
+        return batch
+
+    def _deliver(self, item: BatchItem, result: ForwardResult) -> None:
+        """A call's result to its caller; a chunk's goes back to its call, which waits for its next chunk."""
+        call = item.chunk_of
+        if call is None:
+            if item.tokens_run:  # the last chunk of a chunked call: the call's compute is all of them
+                result.seconds += item.seconds
+                result.batch_tokens += item.batch_tokens
+                result.new_tokens += item.tokens_run
+            item.future.set_result(result)
+            return
+        call.seconds += result.seconds
+        call.batch_tokens += result.batch_tokens
+        call.tokens_run += len(item.fresh)
+        call.fresh = call.fresh[len(item.fresh):]
+        with self._cv:
+            self._pending.insert(0, call)
+            self._cv.notify_all()
 
     def _loop(self) -> None:
         while True:
@@ -190,10 +264,10 @@ class BatchingRunner:
                         result.seconds = time.perf_counter() - began
             except BaseException as exc:  # every waiting call learns of it
                 for item in batch:
-                    item.future.set_exception(exc)
+                    (item.chunk_of or item).future.set_exception(exc)
                 continue
             self._last_forward_s = time.perf_counter() - began
             self.forwards += 1
             self.rows += len(batch)
             for item, result in zip(batch, results):
-                item.future.set_result(result)
+                self._deliver(item, result)

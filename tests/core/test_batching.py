@@ -89,6 +89,53 @@ def test_concurrent_requests_in_a_batch_keep_greedy_equality(engines, mode, poli
     assert batched.speed.merges() and max(n for n, _ in batched.speed.pass_table()) > 5
 
 
+LONG_PROMPTS = [p * 12 for p in PROMPTS[:4]]  # 60-240 tokens: prefilled in chunks of at most 16
+
+
+def test_long_prompts_are_prefilled_in_chunks_beside_decoding_sessions_exactly(engines):
+    """Chunked prefill (16 tokens per forward): short prompts decode while long ones are
+    prefilled a chunk per forward; every output is still the target's own."""
+    plain, _ = engines
+    chunked = Engine(plain.draft, plain.target, plain.tokenizer)
+    chunked.target_endpoint = LocalTarget(plain.target, max_batch=8, chunk_tokens=16)
+    chunked.draft_endpoint = LocalDraft(plain.draft, max_batch=8, chunk_tokens=16)
+    prompts = PROMPTS[4:] + LONG_PROMPTS
+    reference = [plain.generate(p, max_new_tokens=12, mode="autoregressive", ignore_eos=True).token_ids for p in prompts]
+
+    async def run(mode):
+        return await asyncio.gather(*(chunked.agenerate(p, max_new_tokens=12, ignore_eos=True, mode=mode,
+                                                        policy="fixed", draft_length=3) for p in prompts))
+
+    target_runner = chunked.target_endpoint._thread.runner
+    for mode in ("autoregressive", "sequential", "pearl"):
+        assert [o.token_ids for o in asyncio.run(run(mode))] == reference, mode
+    assert target_runner.chunks >= sum(len(plain.encode(p)) // 16 for p in LONG_PROMPTS) - len(LONG_PROMPTS)
+    assert chunked.draft_endpoint._thread.runner.chunks > 0
+
+
+def test_a_forward_takes_decoding_rows_whole_and_one_prefill_chunk(target):
+    """The runner's composition rule on its own: decoding rows first, whole; a prompt fills
+    the rest of the 16-token budget (at least half of it); a prompt keeps a seat at max_batch."""
+    from specdec.runtime.batching import BatchingRunner
+
+    runner = BatchingRunner(target, None, max_batch=4, wait_s=0.0, chunk_tokens=16)
+    decoding = [BatchItem(ModelSession(target), [1], 1, False) for _ in range(5)]
+    verify = BatchItem(ModelSession(target), [1, 2, 3, 4, 5], 5, False)  # every row wanted: never split
+    prompt = BatchItem(ModelSession(target), list(range(40)), 1, False)
+    with runner._cv:  # the runner's own thread stays asleep meanwhile
+        runner._pending = [prompt, *decoding[:2], verify]
+        batch = runner._compose()
+        assert batch[:3] == [*decoding[:2], verify] and batch[3].chunk_of is prompt and len(batch[3].fresh) == 9
+        assert runner._pending == []
+        runner._pending = [*decoding, prompt]  # more decoding rows than seats: the prompt keeps one
+        batch = runner._compose()
+        assert batch[:3] == decoding[:3] and batch[3].chunk_of is prompt and len(batch[3].fresh) == 13
+        assert runner._pending == decoding[3:]
+        runner._pending = [BatchItem(ModelSession(target), list(range(12)), 1, False)]  # fits: whole
+        assert runner._compose()[0].chunk_of is None
+        runner._pending = []
+
+
 def test_seeded_sampling_is_the_same_batched_or_not(engines):
     plain, batched = engines
     kwargs = dict(max_new_tokens=20, temperature=1.0, seed=3, mode="sequential", policy="fixed", draft_length=3)

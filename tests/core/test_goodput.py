@@ -198,7 +198,20 @@ def test_auto_policy_leaves_pearl_when_its_own_acceptance_says_sequential_pays()
         policy.rule(100)
         policy.observe(drafted=4, accepted=0)  # this request's draft is always wrong
     assert policy.leave_pearl() and policy.mode is Mode.SEQUENTIAL
-    assert not policy.wants_draft(100)  # sequential rounds now, at k = 0
+    # a_1 ~ 1/3 now, carried to the deeper positions: sequential k = 1 (1.21 tok/s) beats
+    # PEARL's best (1.12) and the target alone (1.0) on these flat costs
+    assert policy.wants_draft(100) and policy.chosen == 1 and policy.last.mode is Mode.SEQUENTIAL
+
+
+def test_a_request_judged_below_the_traffic_is_not_assumed_to_match_it_deeper():
+    speed = SpeedRatio()
+    for _ in range(50):
+        speed.observe_acceptance(drafted=4, accepted=4)
+    judged, accepted = [0.0, 12.0], [0.0, 3.0]  # position 1: 3 of 12 accepted
+    a = goodput.position_acceptance(accepted, judged, speed, 4)
+    assert a[0] == pytest.approx((3 + 4 * 0.999) / 16, abs=0.01)
+    assert all(x == pytest.approx(a[0], abs=0.01) for x in a[1:])  # the ratio to the prior carried deeper
+    assert goodput.position_acceptance([], [], speed, 4) == pytest.approx([0.999] * 4, abs=0.01)  # no own evidence
 
 
 def test_a_mode_auto_request_that_chose_pearl_on_the_prior_leaves_it_and_stays_exact():
