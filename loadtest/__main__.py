@@ -27,6 +27,7 @@ from loadtest.report import machine_info, markdown_table, plot, summarise, write
 from loadtest.runner import run_plan
 from loadtest.scenarios import (
     DEFAULT_PROMPTS,
+    SHORT_PROMPTS,
     LoadPlan,
     Scenario,
     check_loopback,
@@ -68,7 +69,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--drain", type=float, default=30.0, help="Then in-flight requests get this long (s), then TIMEOUT.")
     p.add_argument("--ramp", type=float, default=None, help="ramp: s until the last client joins (default duration/2).")
     p.add_argument("--mix", type=_kinds, default=(), help="Prompt kinds, e.g. code,prose (default: all).")
-    p.add_argument("--prompts", default=str(DEFAULT_PROMPTS), help="A jsonl of {\"kind\", \"prompt\"}.")
+    p.add_argument("--prompts", default=str(DEFAULT_PROMPTS),
+                   help="A jsonl of {\"kind\", \"prompt\"} (default: the bench's prompts), or `short`: "
+                        "loadtest/prompts-short.jsonl, a decode-heavy load.")
     p.add_argument("--stream", dest="stream", action="store_true", default=True, help="Streamed Generate (default).")
     p.add_argument("--unary", dest="stream", action="store_false", help="Unary Complete instead.")
     p.add_argument("--max-new-tokens", type=int, default=64, help="Per request (default 64).")
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             warning = check_loopback(args.address, args.allow_remote)
             if warning:
                 print(warning, file=sys.stderr)
-        prompts = load_prompts(args.prompts, args.mix)
+        prompts = load_prompts(SHORT_PROMPTS if args.prompts == "short" else args.prompts, args.mix)
         configs = args.sweep or [None]
         if args.sweep and not args.goal_factor > 1.0:
             raise ValueError(f"--goal-factor must be > 1, got {args.goal_factor}")

@@ -89,6 +89,7 @@ def analyse(configs: Sequence[Config], summaries: dict[str, list[dict]], goal_fa
             tpot95 = s["tpot_s"]["p95"]
             levels[s["clients"]] = {
                 "tokens_per_s": s["tokens_per_s"], "requests_per_s": s["requests_per_s"], "tpot_p95_s": tpot95,
+                "ttft_p95_s": (s.get("ttft_s") or {}).get("p95"),
                 "ok": s["ok"], "requests": s["requests"], "overruns": (s.get("overruns") or {}).get("overruns", 0),
                 "meets_goal": goal is not None and tpot95 is not None and tpot95 <= goal and s["ok"] == s["requests"],
                 "chose": choices(s),
@@ -128,7 +129,7 @@ def markdown(analysis: dict) -> str:
         f"Latency goal: TPOT p95 <= {analysis['goal_factor']:g} x the single-request TPOT of "
         f"{analysis['reference']} = {_ms(goal)} ms.",
         "",
-        "| configuration | " + " | ".join(f"{n} clients: tok/s, TPOT p95 (ms)" for n in clients)
+        "| configuration | " + " | ".join(f"{n} clients: tok/s, TPOT p95 (ms), TTFT p95 (s)" for n in clients)
         + " | capacity (req/s at the goal) |",
         "|---|" + "---|" * (len(clients) + 1),
     ]
@@ -143,7 +144,8 @@ def markdown(analysis: dict) -> str:
             mark = "" if v["meets_goal"] else " ✗"
             errors = "" if v["ok"] == v["requests"] else f" ({v['requests'] - v['ok']} failed)"
             overran = f" ({v['overruns']} overruns)" if v["overruns"] else ""
-            cells.append(f"{v['tokens_per_s']:.1f}, {_ms(v['tpot_p95_s'])}{mark}{errors}{overran}")
+            ttft = "" if v.get("ttft_p95_s") is None else f", {v['ttft_p95_s']:.1f}"
+            cells.append(f"{v['tokens_per_s']:.1f}, {_ms(v['tpot_p95_s'])}{mark}{ttft}{errors}{overran}")
         at = f" ({r['capacity_clients']} clients)" if r["capacity_clients"] else ""
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['capacity_requests_per_s']:.2f}{at} |")
     lines.append("\n✗: TPOT p95 over the goal (or a request failed). overruns: forwards whose real compute "

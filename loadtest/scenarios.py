@@ -24,6 +24,10 @@ from typing import Sequence
 
 from specdec.bench import DEFAULT_PROMPTS  # a torch-free module: just the path
 
+# Short prompts (~20-30 characters): a decode-heavy load, where what the workers do per
+# output token, speculation included, sets the capacity rather than the prompts' prefill.
+SHORT_PROMPTS = Path(__file__).parent / "prompts-short.jsonl"
+
 LOOPBACK_NAMES = {"localhost"}
 
 

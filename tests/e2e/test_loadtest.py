@@ -12,6 +12,7 @@ from loadtest.__main__ import main
 from loadtest.report import markdown_table, percentile, plot, summarise, write_json
 from loadtest.runner import run_plan
 from loadtest.scenarios import (
+    SHORT_PROMPTS,
     LoadPlan,
     Prompt,
     Scenario,
@@ -44,6 +45,8 @@ def test_prompt_mix_and_ramp_offsets():
     assert [p.kind for p in interleave(prompts)][:4] == ["code", "prose", "code", "prose"]
     with pytest.raises(ValueError, match="kind"):
         load_prompts(kinds=("poetry",))
+    short = load_prompts(SHORT_PROMPTS)  # the decode-heavy set (--prompts short)
+    assert {p.kind for p in short} == {"code", "prose", "maths"} and max(len(p.prompt) for p in short) <= 40
     ramp = LoadPlan(scenario=Scenario.RAMP, clients=4, duration_s=8.0)
     assert [ramp.start_offset(c) for c in range(4)] == [0.0, 1.0, 2.0, 3.0]
     assert LoadPlan(clients=4).start_offset(3) == 0.0
@@ -128,6 +131,7 @@ def test_capacity_is_the_highest_rate_within_the_goal(tmp_path):
     }
     summaries["auto"][2] |= {"modes_run": {"sequential": 3}, "auto_k_rounds": {0: 40, 1: 7}}
     summaries["autoregressive"][1]["sessions_per_target_forward"] = 7.5
+    summaries["autoregressive"][1]["ttft_s"] = {"p50": 0.5, "p95": 1.25}
     analysis = analyse(configs, summaries)
     assert analysis["goal_tpot_p95_s"] == pytest.approx(0.080)
     rows = analysis["configs"]
@@ -141,6 +145,7 @@ def test_capacity_is_the_highest_rate_within_the_goal(tmp_path):
     assert "goal: TPOT p95 <= 2 x" in table and "(3 overruns)" in table and "90 ✗" in table
     assert "| 32 | auto | sequential 3; k=0: 40, k=1: 7 |" in table and "| 1 | auto | - |" not in table
     assert "| 16 | autoregressive | 7.5 sessions per target forward |" in table
+    assert "| 300.0, 70, 1.2 |" in table  # tok/s, TPOT p95 in ms, TTFT p95 in s
     plot_capacity(tmp_path / "capacity.png", analysis, "tiny")
     assert (tmp_path / "capacity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
