@@ -13,7 +13,8 @@ the same figures the request stats add up). Kept here, over a short history each
 - each call's time outside the model (transport, scheduling; a low quantile, not the
   queueing behind other sessions);
 - the per-position acceptance recent requests saw (the prior of a new request's);
-- how many requests are running now (they share the workers).
+- how many requests are decoding now (they share the workers; one still waiting for its
+  prefill does not share a decoding forward yet).
 
 PEARL's default window (`window()`) and the auto policy (specdec/core/goodput.py) read it.
 Medians (overheads: a low quantile), so a prompt's prefill or one slow call does not move anything.
@@ -70,7 +71,7 @@ class SpeedRatio:
         self.judged = [0.0] * (positions + 1)
         self.accepted = [0.0] * (positions + 1)
         self.decay = 0.995
-        self.in_flight = 0  # requests running now on this engine / coordinator
+        self.in_flight = 0  # requests decoding now (past their first token; a prefill shares no decoding forward)
         self._merged: deque[bool] = deque(maxlen=history)  # recent passes: was another session in the forward?
         self.max_batch: int | None = None  # sessions the target merges into one forward at most (None: not known)
         self.costs_cache: dict = {}  # k_max -> (when, goodput.Costs): refreshed by goodput.Costs.measured

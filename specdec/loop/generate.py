@@ -116,6 +116,7 @@ class Request:
             request.policy, self.draft_length, request.threshold, speed=speed, mode=self.mode
         )
         self._target_calls = 0
+        self._decoding = False  # counted in speed.in_flight (past its first token)
         eos = frozenset() if request.ignore_eos else frozenset(eos_ids)
         self.out = Output(request, eos | frozenset(request.stop_token_ids), context_length, on_tokens)
         self.stats = RequestStats()
@@ -174,6 +175,9 @@ class Request:
         self.stats.emitted_tokens += len(tokens)
         if tokens and self.stats.time_to_first_token_s == 0.0:
             self.stats.time_to_first_token_s = time.perf_counter() - self.started
+            if self.speed is not None:  # decoding from now on: it shares the decoding forwards
+                self.speed.in_flight += 1
+                self._decoding = True
         self.out.emit(tokens)
 
     def leave_pearl(self) -> bool:
@@ -281,12 +285,10 @@ class Request:
         with spans.request_span(self.session_id, self.req, self.draft_length) as span:
             if self.mode_plan is not None or self.mode is not self.req.mode:
                 spans.record_auto_mode(span, self.mode.value, self.mode_plan.why if self.mode_plan else "")
-            if self.speed is not None:
-                self.speed.in_flight += 1
             try:
                 result = await self._run()
             finally:
-                if self.speed is not None:
+                if self._decoding:
                     self.speed.in_flight -= 1
             spans.record_result(span, result.stats, len(result.token_ids), result.finish_reason.value)
         return result
