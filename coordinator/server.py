@@ -51,6 +51,18 @@ def load_tokenizer(preset: str, path: str | None = None):
     return load(qwen_coder_paths()["target"])
 
 
+def share_compute(draft, target) -> bool:
+    """Whether the draft and target workers (their WorkerInfo) compute on the same device:
+    one host and the same device (or both its CPU), and no cost profile on both (a profile
+    declares each model its own device)."""
+    if draft is None or not draft.host or draft.host != target.host:
+        return False
+    if draft.cost_profile and target.cost_profile:
+        return False
+    both_cpu = draft.device.startswith("cpu") and target.device.startswith("cpu")
+    return both_cpu or draft.device == target.device
+
+
 async def build_servicer(
     config: CoordinatorConfig, workers: Workers, metrics: RequestMetrics | None = None
 ) -> CoordinatorServicer:
@@ -63,6 +75,7 @@ async def build_servicer(
             "pick a draft trained with the target's tokenizer"
         )
     workers.speed.max_batch = target.max_batch or None  # what policy auto's cost model assumes of a batch
+    workers.speed.shared_device = share_compute(draft, target)  # ... and of PEARL's overlap
     limits = ModelLimits(
         context_length=target.context_length,
         vocab_size=target.vocab_size,

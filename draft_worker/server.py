@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from draft_worker.config import DraftWorkerConfig
 from draft_worker.servicer import DraftWorkerServicer
@@ -46,6 +47,8 @@ def build_servicer(config: DraftWorkerConfig) -> DraftWorkerServicer:
             proposal_top_n=config.proposal_top_n,
             cost_profile=config.cost_profile or "",
             max_batch=config.max_batch,
+            device=config.device_map or config.device,
+            host=socket.gethostname(),
             budgeted_forwards=budget.forwards if budget is not None else 0,
             overrun_forwards=budget.overruns if budget is not None else 0,
         )

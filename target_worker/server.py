@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from specdec.backend.local import LocalTarget
 from specdec.models.placement import Placement, load_worker_model
@@ -38,6 +39,8 @@ def build_servicer(config: TargetWorkerConfig) -> TargetWorkerServicer:
             max_sessions=config.max_sessions,
             cost_profile=config.cost_profile or "",
             max_batch=config.max_batch,
+            device=config.device_map or config.device,
+            host=socket.gethostname(),
             budgeted_forwards=budget.forwards if budget is not None else 0,
             overrun_forwards=budget.overruns if budget is not None else 0,
         )

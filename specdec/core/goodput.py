@@ -64,6 +64,7 @@ from specdec.core.speed import SpeedRatio, interpolate
 REFRESH_S = 0.25  # measured costs are recomputed at most this often
 ACCEPTANCE_PRIOR = 0.6  # a_i before anything was measured, with PRIOR_WEIGHT pseudo-rounds
 PRIOR_WEIGHT = 4.0
+SHARED_SLOWDOWN = 2.0  # f_d, f_t on a shared device before PEARL has measured them: the two split it
 
 
 @dataclass(frozen=True)
@@ -119,9 +120,13 @@ class Costs:
         if t_d is None or speed.target_pass(1) is None:
             return None
         passes = {n: speed.target_pass(n) for n in range(1, k_max + 2)}
-        slow_d = _ratio(speed.draft_step(concurrent=True), t_d)
+        # a shared device (one CPU, one GPU) is split between the two models while both compute,
+        # until PEARL's own rounds measure by how much; separate devices: no slowdown
+        prior = SHARED_SLOWDOWN if speed.shared_device else 1.0
+        concurrent_step = speed.draft_step(concurrent=True)
+        slow_d = _ratio(concurrent_step, t_d) if concurrent_step is not None else prior
         pearl_sizes = speed.measured_pass_sizes(concurrent=True)
-        slow_t = 1.0
+        slow_t = prior
         if pearl_sizes:
             n = pearl_sizes[0]
             slow_t = _ratio(speed.target_pass(n, concurrent=True), speed.target_pass(n))

@@ -74,6 +74,7 @@ class SpeedRatio:
         self.in_flight = 0  # requests decoding now (past their first token; a prefill shares no decoding forward)
         self._merged: deque[bool] = deque(maxlen=history)  # recent passes: was another session in the forward?
         self.max_batch: int | None = None  # sessions the target merges into one forward at most (None: not known)
+        self.shared_device = False  # draft and target compute on the same device (one CPU, one GPU)
         self.costs_cache: dict = {}  # k_max -> (when, goodput.Costs): refreshed by goodput.Costs.measured
 
     # -- observations ------------------------------------------------------------------

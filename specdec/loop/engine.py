@@ -25,6 +25,7 @@ from specdec.models import DType, check_pair, load_preset
 from specdec.models.loading import eos_token_ids_of
 from specdec.models.text import TextStream, encode_prompt
 from specdec.runtime.cost import CostProfile
+from specdec.runtime.session import model_device
 
 
 class Engine:
@@ -53,6 +54,8 @@ class Engine:
         self.context_length = int(getattr(target.config, "max_position_embeddings", 32768))
         self.vocab_size = int(target.config.vocab_size)
         self.speed = SpeedRatio()  # what this engine's requests measured: PEARL's default window
+        # both models on one device and no cost profile giving each its own: PEARL's overlap splits it
+        self.speed.shared_device = draft is not None and self.cost is None and model_device(draft) == model_device(target)
         budget = (lambda role: self.cost.budget(role, preset)) if self.cost else (lambda role: None)
         self.target_endpoint = LocalTarget(target, budget("target"))
         self.draft_endpoint = (

@@ -228,3 +228,43 @@ def test_a_mode_auto_request_that_chose_pearl_on_the_prior_leaves_it_and_stays_e
     result = engine.generate(prompt, max_new_tokens=48)  # mode auto, policy auto
     assert result.token_ids == reference
     assert result.stats.mode_run == "pearl,sequential", result.stats
+
+
+def test_a_shared_device_is_assumed_split_until_pearl_measures_it():
+    """One CPU or GPU for both models: before any PEARL round, each is assumed to run at half
+    speed while the other computes, so mode auto does not pick PEARL on the strength of an
+    overlap the hardware may not have; PEARL's measured rounds then replace the prior."""
+    speed = SpeedRatio()
+    speed.observe_draft_step(0.1)
+    speed.observe_target_pass(1.0, n_tokens=1)
+    speed.observe_target_pass(1.0, n_tokens=9)
+    assert goodput.Costs.measured(speed, 8).draft_slowdown == 1.0  # separate devices (or not known)
+    speed.shared_device, speed.costs_cache = True, {}
+    shared = goodput.Costs.measured(speed, 8)
+    assert (shared.draft_slowdown, shared.target_slowdown) == (goodput.SHARED_SLOWDOWN, goodput.SHARED_SLOWDOWN)
+    assert goodput.plan([0.8] * 8, shared, 8, modes=(Mode.SEQUENTIAL, Mode.PEARL)).mode is Mode.SEQUENTIAL
+    speed.observe_draft_step(0.12, concurrent=True)  # PEARL ran: the measured slowdown wins
+    speed.observe_target_pass(1.1, n_tokens=5, concurrent=True)
+    speed.costs_cache = {}
+    measured = goodput.Costs.measured(speed, 8)
+    assert measured.draft_slowdown == pytest.approx(1.2) and measured.target_slowdown == pytest.approx(1.1)
+
+
+def test_engines_and_coordinators_know_when_the_models_share_a_device():
+    from coordinator.server import share_compute
+    from specdec.pb.v1 import common_pb2
+
+    draft, target = fake_pair()
+    assert Engine(draft, target, None, eos_token_ids=[]).speed.shared_device  # both on this CPU
+    emulated = Engine(draft, target, None, eos_token_ids=[], cost=CostProfile("x", target_ms=1.0, draft_ms=1.0))
+    assert not emulated.speed.shared_device  # a cost profile declares each model its own device
+
+    def info(host, device, profile=""):
+        return common_pb2.WorkerInfo(host=host, device=device, cost_profile=profile)
+
+    assert share_compute(info("a", "cpu"), info("a", "cpu"))
+    assert share_compute(info("a", "cuda:0"), info("a", "cuda:0"))
+    assert not share_compute(info("a", "cuda:0"), info("a", "cuda:1"))
+    assert not share_compute(info("a", "cpu"), info("b", "cpu"))
+    assert not share_compute(info("a", "cpu", "gpu-like"), info("a", "cpu", "gpu-like"))
+    assert not share_compute(None, info("a", "cpu"))

@@ -71,7 +71,7 @@ class DraftTree(_message.Message):
     def __init__(self, tokens: _Optional[_Iterable[int]] = ..., parents: _Optional[_Iterable[int]] = ..., proposals: _Optional[_Iterable[_Union[Proposal, _Mapping]]] = ..., root_proposal: _Optional[int] = ..., proposal_ids: _Optional[_Iterable[int]] = ..., dag_nodes: _Optional[int] = ..., merged_nodes: _Optional[int] = ...) -> None: ...
 
 class WorkerInfo(_message.Message):
-    __slots__ = ("role", "model_name", "preset", "vocab_size", "context_length", "eos_token_ids", "hidden_size", "has_acceptance_head", "sessions", "evictions", "max_sessions", "proposal_top_n", "cost_profile", "max_batch", "budgeted_forwards", "overrun_forwards")
+    __slots__ = ("role", "model_name", "preset", "vocab_size", "context_length", "eos_token_ids", "hidden_size", "has_acceptance_head", "sessions", "evictions", "max_sessions", "proposal_top_n", "cost_profile", "max_batch", "budgeted_forwards", "overrun_forwards", "device", "host")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     PRESET_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +88,8 @@ class WorkerInfo(_message.Message):
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     BUDGETED_FORWARDS_FIELD_NUMBER: _ClassVar[int]
     OVERRUN_FORWARDS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
     role: str
     model_name: str
     preset: str
@@ -104,7 +106,9 @@ class WorkerInfo(_message.Message):
     max_batch: int
     budgeted_forwards: int
     overrun_forwards: int
-    def __init__(self, role: _Optional[str] = ..., model_name: _Optional[str] = ..., preset: _Optional[str] = ..., vocab_size: _Optional[int] = ..., context_length: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., hidden_size: _Optional[int] = ..., has_acceptance_head: _Optional[bool] = ..., sessions: _Optional[int] = ..., evictions: _Optional[int] = ..., max_sessions: _Optional[int] = ..., proposal_top_n: _Optional[int] = ..., cost_profile: _Optional[str] = ..., max_batch: _Optional[int] = ..., budgeted_forwards: _Optional[int] = ..., overrun_forwards: _Optional[int] = ...) -> None: ...
+    device: str
+    host: str
+    def __init__(self, role: _Optional[str] = ..., model_name: _Optional[str] = ..., preset: _Optional[str] = ..., vocab_size: _Optional[int] = ..., context_length: _Optional[int] = ..., eos_token_ids: _Optional[_Iterable[int]] = ..., hidden_size: _Optional[int] = ..., has_acceptance_head: _Optional[bool] = ..., sessions: _Optional[int] = ..., evictions: _Optional[int] = ..., max_sessions: _Optional[int] = ..., proposal_top_n: _Optional[int] = ..., cost_profile: _Optional[str] = ..., max_batch: _Optional[int] = ..., budgeted_forwards: _Optional[int] = ..., overrun_forwards: _Optional[int] = ..., device: _Optional[str] = ..., host: _Optional[str] = ...) -> None: ...
 
 class GetInfoRequest(_message.Message):
     __slots__ = ()
