@@ -41,7 +41,7 @@ class Stats:
     tree_nodes: int = 0  # mode gsd: nodes in the verified token trees
     dag_nodes: int = 0  # mode gsd: distinct nodes the draft drafted
     merged_nodes: int = 0  # mode gsd: draws merged into an existing node
-    mode_run: str = ""  # the mode the request ran (mode auto: the one it chose)
+    mode_run: str = ""  # the mode the request ran (mode auto: the one it chose; "pearl,sequential" if it left PEARL)
     auto_k_rounds: dict = field(default_factory=dict)  # policy auto: draft length chosen -> rounds
 
     @classmethod

@@ -167,6 +167,7 @@ class Auto(DraftLengthPolicy):
     _idle: int = 0
     _next: int | None = None
     _streams: int = 0
+    _checked: int = 0  # _streams when leave_pearl last replanned
 
     def choose(self, limit: int) -> int:
         cap = max(0, min(self.k_max, limit))
@@ -192,6 +193,24 @@ class Auto(DraftLengthPolicy):
         else:
             self._idle = 0
         return self._record(k)
+
+    def leave_pearl(self) -> bool:
+        """Mode auto chose PEARL for the request from the acceptance recent requests saw.
+        Called after a rejection (nothing in flight), at most every REPLAN_STREAMS draft
+        streams: replan over sequential and PEARL with this request's own acceptance; True,
+        and from now on plan sequential rounds (k = 0 included), when those pay more."""
+        if self.mode is not Mode.PEARL or self.speed is None or self._streams - self._checked < REPLAN_STREAMS:
+            return False
+        self._checked = self._streams
+        costs = goodput.Costs.measured(self.speed, self.k_max)
+        if costs is None:
+            return False
+        acceptance = goodput.position_acceptance(self.accepted, self.judged, self.speed, self.k_max)
+        chosen = goodput.plan(acceptance, costs, self.k_max, max(1, self.speed.in_flight), (Mode.SEQUENTIAL, Mode.PEARL))
+        if chosen.mode is Mode.PEARL:
+            return False
+        self.mode, self.last = Mode.SEQUENTIAL, chosen
+        return True
 
     def _record(self, k: int) -> int:
         self.k_rounds[k] = self.k_rounds.get(k, 0) + 1

@@ -113,7 +113,7 @@ class RequestStats:
     tree_nodes: int = 0  # mode gsd: nodes in the verified token trees (= draft_tokens)
     dag_nodes: int = 0  # mode gsd: distinct nodes the draft drafted (merged sub-DAGs counted once)
     merged_nodes: int = 0  # mode gsd: draws merged into an existing node instead of drafted anew
-    mode_run: str = ""  # the mode the request ran (mode auto: the one it chose)
+    mode_run: str = ""  # the mode the request ran (mode auto: the one it chose; "pearl,sequential" if it left PEARL)
     auto_k_rounds: dict = field(default_factory=dict)  # policy auto: draft length chosen -> rounds
 
     @property

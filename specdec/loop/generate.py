@@ -180,6 +180,17 @@ class Request:
                 self._decoding = True
         self.out.emit(tokens)
 
+    def leave_pearl(self) -> bool:
+        """Mode auto only: PEARL was chosen from recent requests' acceptance; after a
+        rejection the policy may find with this request's own that sequential rounds (or
+        the target alone) pay more. Then the rest of the request runs them."""
+        leave = getattr(self.policy, "leave_pearl", None)
+        if self.mode_plan is None or self.mode is not Mode.PEARL or leave is None or not leave():
+            return False
+        self.mode = Mode.SEQUENTIAL
+        self.stats.mode_run = f"{Mode.PEARL.value},{Mode.SEQUENTIAL.value}"
+        return True
+
     def fall_back(self, exc: Exception) -> None:
         """A dead draft degrades the request to target-only decoding, never to an error."""
         log.warning("draft endpoint failed (%s); session %s continues target-only", exc, self.session_id)

@@ -202,6 +202,10 @@ class _Pearl:
 
     # -- helpers ----------------------------------------------------------------------
 
+    def idle(self) -> bool:
+        """Nothing in flight, nothing drafted ahead, no kept row: right after a rejection."""
+        return self.window is None and self.stream is None and not self.pending and not self.target_has_row
+
     def _settle(self, stream: _Stream) -> None:
         """Let the policy observe a round once it ended and the target judged all of it."""
         if stream.ended and not stream.observed and stream.judged == stream.taken > 0:
@@ -228,8 +232,9 @@ class _Pearl:
 
 
 async def run_pearl(req) -> None:
-    """Run `req` (a specdec.loop.generate.Request) in PEARL mode until done or the draft
-    is gone; then the caller's loop finishes the request target-only."""
+    """Run `req` (a specdec.loop.generate.Request) in PEARL mode until done, the draft is
+    gone, or (mode auto) the request leaves PEARL after a rejection; then the caller's loop
+    finishes it with sequential rounds (target-only without a draft)."""
     state = _Pearl(req)
     try:
         while not req.out.done:
@@ -257,5 +262,7 @@ async def run_pearl(req) -> None:
                         state.on_draft_token(token)
             if state.window is not None and state.window.task in done:
                 await state.on_verdict(state.window, state.window.task.result())
+                if state.idle() and req.leave_pearl():
+                    return  # mode auto: sequential rounds pay more for this request
     finally:
         await state.close()

@@ -174,11 +174,33 @@ def test_auto_mode_and_policy_keep_greedy_output_exact():
     reference = engine.generate(prompt, max_new_tokens=24, mode="autoregressive", ignore_eos=True).token_ids
     runs = [engine.generate(prompt, max_new_tokens=24, ignore_eos=True) for _ in range(2)]  # the defaults: auto
     assert all(r.token_ids == reference for r in runs)
-    assert runs[-1].stats.mode_run in ("sequential", "pearl") and runs[-1].stats.auto_k_rounds
+    assert runs[-1].stats.mode_run in ("sequential", "pearl", "pearl,sequential") and runs[-1].stats.auto_k_rounds
     expensive = Engine.from_preset("tiny", seed=0, cost=CostProfile("test-auto-slow-draft", target_ms=10.0, draft_ms=15.0))
     slow = [expensive.generate(prompt, max_new_tokens=24, ignore_eos=True) for _ in range(2)]
     assert slow[-1].token_ids == reference
     assert slow[-1].stats.mode_run == "sequential" and slow[-1].stats.auto_k_rounds.get(0, 0) > 0
+
+
+def test_auto_policy_leaves_pearl_when_its_own_acceptance_says_sequential_pays():
+    speed = SpeedRatio()
+    speed.observe_draft_step(0.1)
+    speed.observe_target_pass(1.0, n_tokens=1)
+    speed.observe_target_pass(1.0, n_tokens=9)
+    for _ in range(50):
+        speed.observe_acceptance(drafted=8, accepted=8)  # recent requests: the draft always right
+    policy = make_policy("auto", 8, speed=speed, mode=Mode.PEARL)
+    assert not policy.leave_pearl()  # too early: fewer than REPLAN_STREAMS streams
+    for _ in range(8):
+        policy.rule(100)
+        assert policy.mode is Mode.PEARL
+    assert not policy.leave_pearl()  # its own acceptance is not known yet: the prior still says PEARL
+    for _ in range(8):
+        policy.rule(100)
+        policy.observe(drafted=4, accepted=0)  # this request's draft is always wrong
+    assert policy.leave_pearl() and policy.mode is Mode.SEQUENTIAL
+    # a_1 ~ 1/3 now, carried to the deeper positions: sequential k = 1 (1.21 tok/s) beats
+    # PEARL's best (1.12) and the target alone (1.0) on these flat costs
+    assert policy.wants_draft(100) and policy.chosen == 1 and policy.last.mode is Mode.SEQUENTIAL
 
 
 def test_a_request_judged_below_the_traffic_is_not_assumed_to_match_it_deeper():
@@ -190,6 +212,22 @@ def test_a_request_judged_below_the_traffic_is_not_assumed_to_match_it_deeper():
     assert a[0] == pytest.approx((3 + 4 * 0.999) / 16, abs=0.01)
     assert all(x == pytest.approx(a[0], abs=0.01) for x in a[1:])  # the ratio to the prior carried deeper
     assert goodput.position_acceptance([], [], speed, 4) == pytest.approx([0.999] * 4, abs=0.01)  # no own evidence
+
+
+def test_a_mode_auto_request_that_chose_pearl_on_the_prior_leaves_it_and_stays_exact():
+    """An independent draft (mix 0: it rarely agrees) behind a prior of recent requests whose
+    draft was always right: mode auto starts in PEARL, the request's own rejections make it
+    leave for sequential rounds, and the output is still the target's own."""
+    draft, target = fake_pair(mix=0.0, vocab=12)
+    engine = Engine(draft, target, None, eos_token_ids=[], cost=CostProfile("leave-pearl", target_ms=20.0, draft_ms=2.0))
+    prompt = [1, 2, 3]
+    reference = engine.generate(prompt, max_new_tokens=48, mode="autoregressive").token_ids
+    engine.generate(prompt, max_new_tokens=8, mode="sequential", policy="fixed", draft_length=2)  # measures costs
+    for _ in range(200):
+        engine.speed.observe_acceptance(drafted=8, accepted=8)
+    result = engine.generate(prompt, max_new_tokens=48)  # mode auto, policy auto
+    assert result.token_ids == reference
+    assert result.stats.mode_run == "pearl,sequential", result.stats
 
 
 def test_a_shared_device_is_assumed_split_until_pearl_measures_it():
