@@ -46,7 +46,7 @@ def test_prompt_mix_and_ramp_offsets():
     with pytest.raises(ValueError, match="kind"):
         load_prompts(kinds=("poetry",))
     short = load_prompts(SHORT_PROMPTS)  # the decode-heavy set (--prompts short)
-    assert {p.kind for p in short} == {"code", "prose", "maths"} and max(len(p.prompt) for p in short) <= 40
+    assert {p.kind for p in short} == {"code", "prose", "maths"} and max(len(p.text) for p in short) <= 40
     ramp = LoadPlan(scenario=Scenario.RAMP, clients=4, duration_s=8.0)
     assert [ramp.start_offset(c) for c in range(4)] == [0.0, 1.0, 2.0, 3.0]
     assert LoadPlan(clients=4).start_offset(3) == 0.0
