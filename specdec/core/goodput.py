@@ -86,7 +86,7 @@ class Costs:
         """T(n): the table when there is one, else the sizes in `target_pass`."""
         if n in self.target_pass:
             return self.target_pass[n]
-        return interpolate(list(self.table) or sorted(self.target_pass.items()), n)
+        return interpolate(self.table or sorted(self.target_pass.items()), n)
 
     def batch(self, sessions: int) -> tuple[int, int]:
         """(sessions per merged forward, forwards per round) for `sessions` requests."""
@@ -123,22 +123,22 @@ class Costs:
         # a shared device (one CPU, one GPU) is split between the two models while both compute,
         # until PEARL's own rounds measure by how much; separate devices: no slowdown
         prior = SHARED_SLOWDOWN if speed.shared_device else 1.0
-        concurrent_step = speed.draft_step(concurrent=True)
-        slow_d = _ratio(concurrent_step, t_d) if concurrent_step is not None else prior
+        slow_d = _ratio(speed.draft_step(concurrent=True), t_d, prior)
         pearl_sizes = speed.measured_pass_sizes(concurrent=True)
         slow_t = prior
         if pearl_sizes:
             n = pearl_sizes[0]
-            slow_t = _ratio(speed.target_pass(n, concurrent=True), speed.target_pass(n))
+            slow_t = _ratio(speed.target_pass(n, concurrent=True), speed.target_pass(n), prior)
         return cls(
             t_d, passes, speed.overhead("draft"), speed.overhead("target"), slow_d, slow_t,
             merged=speed.merges(), max_batch=speed.max_batch or 0, table=tuple(speed.pass_table()),
         )
 
 
-def _ratio(concurrent: float | None, alone: float | None) -> float:
+def _ratio(concurrent: float | None, alone: float | None, unmeasured: float = 1.0) -> float:
+    """The slowdown concurrent / alone (at least 1); `unmeasured` when either is missing."""
     if concurrent is None or not alone:
-        return 1.0
+        return unmeasured
     return max(1.0, concurrent / alone)
 
 
@@ -167,7 +167,8 @@ def round_seconds(k: int, c: Costs, sessions: int = 1) -> float:
 
 def pearl_goodput(k: int, acceptance: Sequence[float], c: Costs, sessions: int = 1) -> float:
     """PEARL's tokens per second with window k, from the pipeline model."""
-    unit = c.round_pass(k, sessions) * c.target_slowdown + c.target_overhead
+    pass_s = c.round_pass(k, sessions)
+    unit = pass_s * c.target_slowdown + c.target_overhead
     a_r = acceptance[0]
     rest = list(acceptance[1:k])
     a_a = sum(rest) / len(rest) if rest else a_r
@@ -175,7 +176,7 @@ def pearl_goodput(k: int, acceptance: Sequence[float], c: Costs, sessions: int =
     rate = speedup / unit
     if sessions > 1:  # the target's share: queued behind each session's passes, or behind the other batches
         queued = c.batch(sessions)[1] if c.merged else sessions
-        rate = min(rate, 1.0 / (queued * passes_per_token * (c.round_pass(k, sessions) + c.target_overhead)))
+        rate = min(rate, 1.0 / (queued * passes_per_token * (pass_s + c.target_overhead)))
     return rate
 
 

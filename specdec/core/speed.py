@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import statistics
 from collections import deque
+from collections.abc import Sequence
 
 DEFAULT_DRAFT_LENGTH = 4  # k when a request names none (and PEARL's window before any measurement)
 MAX_AUTO_WINDOW = 16
@@ -32,7 +33,7 @@ PASS_BUCKET = 16
 OVERHEAD_QUANTILE = 0.25
 
 
-def interpolate(points: list[tuple[int, float]], n: int) -> float:
+def interpolate(points: Sequence[tuple[int, float]], n: int) -> float:
     """T(n) from measured (size, seconds) points sorted by size: exact where measured,
     linear between the nearest sizes, no cheaper than the smallest below it, and beyond the
     largest the last slope (never below the largest)."""
