@@ -1,9 +1,14 @@
 """Tree attention on a `ModelSession`: run many branches in one forward, keep one.
 
-The model gets an explicit 4D additive mask `[1, 1, new rows, cached + new rows]` and
-explicit `position_ids`. Transformers (5.x, `masking_utils.create_causal_mask`) passes
-a 4D mask through untouched, and both the `sdpa` and `eager` attention add it to the
-scores; other attention kernels (flash) ignore custom masks, so they are refused.
+A tree forward is a `ModelSession.run_rows` call: explicit position ids and which cached
+and new rows each new row sees. Run alone, the model gets an explicit 4D additive mask
+`[1, 1, new rows, cached + new rows]`; on a worker with `--max-batch`, the session's
+batching runner merges it with other sessions' forwards (its visibility right-aligned
+in the merged mask, specdec/runtime/batching.py) and settles the cost budget for the
+merged forward, as for any other forward. Transformers (5.x,
+`masking_utils.create_causal_mask`) passes a 4D mask through untouched, and both the
+`sdpa` and `eager` attention add it to the scores; other attention kernels (flash)
+ignore custom masks, so they are refused.
 A tree row at depth d after a committed sequence of length L sits at position
 L - 1 + d and sees the committed rows, its ancestors' rows and itself.
 
@@ -13,7 +18,6 @@ TREE_ROW, which matches no token, so a later `session.forward` never reuses it.
 
 from __future__ import annotations
 
-import time
 from typing import Sequence
 
 import torch
@@ -50,7 +54,21 @@ def check_tree_attention(model: torch.nn.Module) -> None:
         )
 
 
-@torch.inference_mode()
+def visibility(
+    base: int, sees_prefix: Sequence[int], sees_rows: Sequence[Sequence[int]]
+) -> torch.Tensor:
+    """bool [m, base + m]: new row i (absolute row base + i) sees cached rows
+    [0, sees_prefix[i]), the rows sees_rows[i] (absolute) and itself."""
+    m = len(sees_prefix)
+    cols = torch.arange(base + m)
+    allowed = cols[None, :] < torch.tensor(list(sees_prefix), dtype=torch.long)[:, None]  # [m, base + m]
+    allowed[torch.arange(m), base + torch.arange(m)] = True
+    rows = [i for i, extra in enumerate(sees_rows) for _ in extra]
+    if rows:
+        allowed[torch.tensor(rows), torch.tensor([r for extra in sees_rows for r in extra])] = True
+    return allowed
+
+
 def forward_rows(
     session: ModelSession,
     tokens: Sequence[int],  # [m] appended after the cached rows
@@ -60,32 +78,15 @@ def forward_rows(
     record: Sequence[int],  # [m] what session.tokens records for each row
     n_logits: int,
 ) -> ForwardResult:
-    """One forward appending `tokens` to the session's cache under a custom mask."""
+    """One forward appending `tokens` to the session's cache under a custom mask: through
+    the session's batching runner when it has one (merged, the budget the runner's), else
+    alone (the session's budget settled as for `session.forward`)."""
     check_tree_attention(session.model)
-    base, m = len(session.tokens), len(tokens)
-    device = session.model.device
-    dtype = session.model.dtype
-    cols = torch.arange(base + m)
-    allowed = cols[None, :] < torch.tensor(list(sees_prefix))[:, None]  # [m, base + m]
-    allowed[torch.arange(m), base + torch.arange(m)] = True
-    rows = [i for i, extra in enumerate(sees_rows) for _ in extra]
-    if rows:
-        allowed[torch.tensor(rows), torch.tensor([r for extra in sees_rows for r in extra])] = True
-    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
-    began = time.perf_counter()
-    out = session.model(
-        torch.tensor([list(tokens)], dtype=torch.long, device=device),
-        attention_mask=mask[None, None].to(device),
-        position_ids=torch.tensor([list(positions)], dtype=torch.long, device=device),
-        cache=session.cache,
-        use_cache=True,
-        logits_to_keep=n_logits,
-    )
-    if session.budget is not None:
-        session.budget.settle(m, began)
+    visible = visibility(len(session.tokens), sees_prefix, sees_rows)
+    out = session.run_rows(tokens, n_logits, positions, visible)
     session.tokens.extend(record)
     session.forget_row()  # tree rows are not the linear sequence: no kept row
-    return ForwardResult(out.logits[0], None, m, time.perf_counter() - began)
+    return out
 
 
 def append_tree(

@@ -31,13 +31,18 @@ ROLES = ("draft", "target", "coordinator")
 
 
 class InProcessStack:
-    def __init__(self, preset: str = "tiny", seed: int = 0, metrics_http: bool = False, startup_timeout_s: float = 120):
+    def __init__(
+        self, preset: str = "tiny", seed: int = 0, metrics_http: bool = False, startup_timeout_s: float = 120,
+        max_batch: int = 1,
+    ):
         self.preset, self.seed = preset, seed
+        self.max_batch = max_batch  # the workers' --max-batch
         self.metrics_http = metrics_http  # also serve each registry on a free HTTP port
         self.startup_timeout_s = startup_timeout_s
         self.ports: dict[str, int] = {}
         self.metrics_ports: dict[str, int] = {}
         self.telemetry: dict[str, ServiceTelemetry] = {}
+        self.servicers: dict[str, object] = {}  # role -> its servicer (tests read its endpoint's state)
         self._running = []
         self._workers: Workers | None = None
         self._loop = asyncio.new_event_loop()
@@ -59,7 +64,7 @@ class InProcessStack:
     async def _start(self) -> None:
         tracing = tracing_enabled()
         self.telemetry = {role: ServiceTelemetry(tracing=tracing) for role in ROLES}
-        worker = dict(port=0, host=HOST, preset=self.preset, seed=self.seed)
+        worker = dict(port=0, host=HOST, preset=self.preset, seed=self.seed, max_batch=self.max_batch)
         await self._serve("draft", draft_server.start(DraftWorkerConfig(**worker), self.telemetry["draft"]))
         await self._serve("target", target_server.start(TargetWorkerConfig(**worker), self.telemetry["target"]))
         config = CoordinatorConfig(
@@ -72,6 +77,7 @@ class InProcessStack:
         running = await starting
         self._running.append(running)
         self.ports[role] = running.port
+        self.servicers[role] = running.servicer
         if role == "coordinator":
             self._workers = running.servicer.workers
         if self.metrics_http:

@@ -17,6 +17,12 @@ session that finished costs one short wait, and sessions that fell out of step m
 again: without that, two halves of the load alternate, each paying a whole forward for
 half the rows (measured, gpu-batch, 4 sessions over gRPC: 1.3x a single session's rate).
 
+A call may bring its own layout instead of plain causal (GSD's tree forwards,
+`ModelSession.run_rows`): its rows' position ids and which of its cached and new rows
+each new row sees. It is right-aligned into the merged mask like a causal one, so it
+merges with any other call and computes what it would alone; it is never split into
+prefill chunks.
+
 Chunked prefill. A forward holds at most `chunk_tokens` tokens (the cost profile's flat
 budget, else CHUNK_TOKENS) of decoding rows plus one chunk of a long prompt: the decoding
 sessions' rows go first, whole; a prompt's prefill fills the rest, at least MIN_CHUNK_SHARE
@@ -43,6 +49,7 @@ from specdec.runtime.cost import ForwardBudget
 from specdec.runtime.session import (
     ForwardResult,
     ModelSession,
+    check_rows,
     model_device,
     run_single,
 )
@@ -67,6 +74,11 @@ class BatchItem:
     seconds: float = 0.0  # the forwards of its earlier chunks
     batch_tokens: int = 0  # ... their tokens of all sessions
     tokens_run: int = 0  # ... and its own tokens in them
+    # A call with its own layout (GSD's tree rows): the position id of each of `fresh`, and
+    # which cached and new rows each new row sees (bool [fresh, cached + fresh]); None: plain
+    # causal after its cache. Such a call is run whole, never split into chunks.
+    positions: list[int] | None = None
+    visible: torch.Tensor | None = None
 
     def split(self, n: int) -> "BatchItem":
         """The first `n` of its tokens as a chunk to run now; the rest stay with this call."""
@@ -74,7 +86,8 @@ class BatchItem:
 
 
 def _splittable(item: BatchItem) -> bool:
-    return len(item.fresh) - item.n_logits >= MIN_SPLIT
+    custom = item.positions is not None or item.visible is not None
+    return not custom and len(item.fresh) - item.n_logits >= MIN_SPLIT
 
 
 @torch.inference_mode()
@@ -94,9 +107,17 @@ def batched_forward(model: torch.nn.Module, items: list[BatchItem]) -> list[Forw
     for b, item in enumerate(items):
         pad = F - fresh[b]
         input_ids[b, pad:] = torch.tensor(item.fresh)
-        positions[b, pad:] = torch.arange(cached[b], cached[b] + fresh[b])
-        allowed[b, pad:, L - cached[b] : L] = True  # its own cache
-        allowed[b, pad:, L + pad :] = causal[pad:, pad:]  # its own new tokens, causally
+        if item.positions is not None:
+            positions[b, pad:] = torch.tensor(item.positions)
+        else:
+            positions[b, pad:] = torch.arange(cached[b], cached[b] + fresh[b])
+        if item.visible is not None:  # its own layout, right-aligned like the causal one
+            check_rows(cached[b], item.fresh, item.positions, item.visible)
+            allowed[b, pad:, L - cached[b] : L] = item.visible[:, : cached[b]]
+            allowed[b, pad:, L + pad :] = item.visible[:, cached[b] :]
+        else:
+            allowed[b, pad:, L - cached[b] : L] = True  # its own cache
+            allowed[b, pad:, L + pad :] = causal[pad:, pad:]  # its own new tokens, causally
         allowed[b, :pad, L : L + pad] = torch.eye(pad, dtype=torch.bool)  # pads see themselves (no NaN)
     dtype = next(model.parameters()).dtype
     mask = torch.zeros(B, 1, F, L + F, dtype=dtype).masked_fill(~allowed[:, None], torch.finfo(dtype).min)
@@ -174,8 +195,11 @@ class BatchingRunner:
                 self._active -= 1
                 self._cv.notify_all()
 
-    def run(self, session: ModelSession, fresh: list[int], n_logits: int, want_hidden: bool) -> ForwardResult:
-        item = BatchItem(session, fresh, n_logits, want_hidden)
+    def run(
+        self, session: ModelSession, fresh: list[int], n_logits: int, want_hidden: bool,
+        positions: list[int] | None = None, visible: torch.Tensor | None = None,
+    ) -> ForwardResult:
+        item = BatchItem(session, fresh, n_logits, want_hidden, positions=positions, visible=visible)
         with self._cv:
             self._pending.append(item)
             self._cv.notify_all()
@@ -255,7 +279,9 @@ class BatchingRunner:
             try:
                 if len(batch) == 1:
                     item = batch[0]
-                    results = [run_single(item.session, item.fresh, item.n_logits, item.want_hidden)]
+                    results = [run_single(
+                        item.session, item.fresh, item.n_logits, item.want_hidden, item.positions, item.visible
+                    )]
                 else:
                     results = batched_forward(self.model, batch)
                 if self.budget is not None:

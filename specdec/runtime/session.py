@@ -66,18 +66,51 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 
 @torch.inference_mode()
-def run_single(session: "ModelSession", fresh: list[int], n_logits: int, want_hidden: bool) -> ForwardResult:
-    """The plain forward of `fresh` after the session's cached tokens."""
+def run_single(
+    session: "ModelSession",
+    fresh: list[int],
+    n_logits: int,
+    want_hidden: bool,
+    positions: Sequence[int] | None = None,
+    visible: torch.Tensor | None = None,
+) -> ForwardResult:
+    """The forward of `fresh` after the session's cached tokens: plain causal, or with the
+    rows' own position ids and visibility (`visible`: bool [fresh, cached + fresh], which
+    cached and new rows each new row sees; the model gets it as a 4D additive mask)."""
     began = time.perf_counter()
+    device = model_device(session.model)
+    custom = {}
+    if positions is not None:
+        custom["position_ids"] = torch.tensor([list(positions)], dtype=torch.long, device=device)
+    if visible is not None:
+        dtype = session.model.dtype
+        mask = torch.zeros(visible.shape, dtype=dtype).masked_fill(~visible, torch.finfo(dtype).min)
+        custom["attention_mask"] = mask[None, None].to(device)
     out = session.model(
-        torch.tensor([fresh], dtype=torch.long, device=model_device(session.model)),
+        torch.tensor([fresh], dtype=torch.long, device=device),
         cache=session.cache,
         use_cache=True,
         logits_to_keep=n_logits,
         output_hidden_states=want_hidden,
+        **custom,
     )
     hidden = out.hidden_states[-1][0, -n_logits:] if want_hidden else None
     return ForwardResult(out.logits[0], hidden, len(fresh), time.perf_counter() - began, len(fresh))
+
+
+def check_rows(
+    cached: int, fresh: Sequence[int], positions: Sequence[int] | None, visible: torch.Tensor | None
+) -> None:
+    """A forward's own position ids and visibility fit its rows; every new row sees itself
+    (a row that sees nothing would get NaN out of its softmax)."""
+    m = len(fresh)
+    if positions is not None and len(positions) != m:
+        raise ValueError(f"{len(positions)} position ids for {m} rows")
+    if visible is not None:
+        if visible.dtype != torch.bool or tuple(visible.shape) != (m, cached + m):
+            raise ValueError(f"visibility must be bool [{m}, {cached + m}], got {visible.dtype} {tuple(visible.shape)}")
+        if not bool(visible[torch.arange(m), cached + torch.arange(m)].all()):
+            raise ValueError("every new row must see itself")
 
 
 class ModelSession:
@@ -148,23 +181,49 @@ class ModelSession:
         sequence = self.tokens[:start] + list(tokens)
         self.crop(reuse)
         fresh = sequence[reuse:]
+        out = self._run(fresh, n_logits, want_hidden)
+        self.tokens = sequence
+        self._row = out.logits[-1]
+        return out
+
+    def run_rows(
+        self, fresh: Sequence[int], n_logits: int, positions: Sequence[int], visible: torch.Tensor
+    ) -> ForwardResult:
+        """Append `fresh` to the cache with their own position ids and visibility (bool
+        [fresh, cached + fresh]: which cached and new rows each new row sees; each sees
+        itself), through the runner like `forward` (merged with other sessions' forwards,
+        never split into prefill chunks). The caller records the rows in `tokens` (GSD's
+        tree rows); the kept row is forgotten."""
+        fresh = list(fresh)
+        check_rows(len(self.tokens), fresh, positions, visible)
+        if not 1 <= n_logits <= len(fresh):
+            raise ValueError(f"n_logits must be in 1..{len(fresh)}, got {n_logits}")
+        out = self._run(fresh, n_logits, False, list(positions), visible)
+        self._row = None
+        return out
+
+    def _run(
+        self, fresh: list[int], n_logits: int, want_hidden: bool,
+        positions: list[int] | None = None, visible: torch.Tensor | None = None,
+    ) -> ForwardResult:
+        """One forward of `fresh` after the cached rows: on the runner when there is one (it
+        owns the budget), else alone, its budget settled by the step in progress or now."""
+        custom = {} if positions is None and visible is None else dict(positions=positions, visible=visible)
         if self.runner is not None:
-            out = self.runner.run(self, fresh, n_logits, want_hidden)
+            out = self.runner.run(self, fresh, n_logits, want_hidden, **custom)
             if self._step is not None:
                 self._step.tokens += len(fresh)
                 self._step.batch_tokens += out.batch_tokens
         elif self._step is not None:  # the step settles the budget when it ends
-            out = run_single(self, fresh, n_logits, want_hidden)
+            out = run_single(self, fresh, n_logits, want_hidden, **custom)
             self._step.tokens += len(fresh)
             self._step.batch_tokens += len(fresh)
         else:
             began = time.perf_counter()
-            out = run_single(self, fresh, n_logits, want_hidden)
+            out = run_single(self, fresh, n_logits, want_hidden, **custom)
             if self.budget is not None:
                 self.budget.settle(len(fresh), began)
                 out.seconds = time.perf_counter() - began
-        self.tokens = sequence
-        self._row = out.logits[-1]
         return out
 
     def append(self, tokens: Sequence[int], n_logits: int = 1, want_hidden: bool = False) -> ForwardResult:

@@ -8,9 +8,11 @@ import torch
 
 from specdec import Engine
 from specdec.backend.local import LocalDraft, LocalTarget
+from specdec.core.tree import ROOT
 from specdec.models.tiny import tiny_pair
 from specdec.runtime.batching import BatchItem, batched_forward
 from specdec.runtime.session import ModelSession
+from tests.helpers.batching import TreeMerges
 
 PROMPTS = ["def fib(n):", "the quick brown fox", "hello", "1 + 1 =", "abc", "(((", "summarise this", "x"]
 
@@ -163,3 +165,117 @@ def test_batching_workers_serve_concurrent_clients_exactly(engines, worker_info)
             with ThreadPoolExecutor(len(PROMPTS)) as pool:
                 assert list(pool.map(ask, PROMPTS)) == reference
         assert worker_info(stack.target.address, "target").max_batch == 8
+
+
+
+# -- GSD's tree forwards through the runner ------------------------------------------
+
+TREE_PREFIX = [5, 9, 12, 3, 40, 41, 7]
+TREE_TOKENS = [10, 11, 12, 13, 14, 13, 15, 16]  # root -> 10, 11, 12; 10 -> 13, 14; 14 -> 15 -> 16; 11 -> 13
+TREE_PARENTS = [ROOT, ROOT, ROOT, 0, 0, 1, 4, 6]
+# the other session: its cached tokens, and its plain calls (one beside each forward of the tree session)
+OTHERS = {
+    "decoding": ([30] * 12, [[31], [32], [33], [34]]),  # a longer cache, fewer new rows: its rows are padded
+    "prefill": ([], [[20 + i for i in range(14)], [50, 51], [52], [53]]),  # more new rows: the tree's are padded
+}
+
+
+class MergesWith:
+    """A runner double: each forward of the session it serves runs in one batched_forward
+    with the next plain call of another session, before or after it in the batch."""
+
+    def __init__(self, model, other: ModelSession, calls, first: bool):
+        self.model, self.other, self.calls, self.first = model, other, list(calls), first
+        self.results = []  # the other session's
+
+    def run(self, session, fresh, n_logits, want_hidden, positions=None, visible=None):
+        item = BatchItem(session, fresh, n_logits, want_hidden, positions=positions, visible=visible)
+        new = self.calls.pop(0)
+        other = BatchItem(self.other, new, len(new), False)
+        results = batched_forward(self.model, [item, other] if self.first else [other, item])
+        assert all(torch.isfinite(r.logits).all() for r in results)  # pad rows add no NaN
+        mine, theirs = results if self.first else results[::-1]
+        self.results.append(theirs.logits)
+        return mine
+
+
+def tree_calls(s: ModelSession):
+    """What a GSD target then draft do to a session: a tree verification after a committed
+    tail, keep a path, two draft levels over its own cached tree rows, drop them, go on."""
+    from specdec.gsd.tree_session import append_tree, forward_tree, keep_path
+
+    verify = forward_tree(s, len(s.tokens), TREE_PREFIX[len(s.tokens):], TREE_TOKENS, TREE_PARENTS)
+    keep_path(s, len(TREE_PREFIX), [0, 4], [10, 14])
+    L = len(s.tokens)
+    level1 = append_tree(s, L, [3, 4], [1, 1], [[], []])
+    level2 = append_tree(s, L, [5, 6], [2, 2], [[L], [L + 1]])
+    s.crop(L)
+    return [verify.logits, level1.logits, level2.logits, s.append([20, 21], 2).logits]
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["tree-first", "tree-second"])
+@pytest.mark.parametrize("other", list(OTHERS))
+def test_a_tree_forward_merged_with_a_plain_one_computes_what_each_would_alone(target, other, first):
+    """GSD's tree forwards (the target's tree with its committed tail, the draft's levels
+    over cached tree rows), each in one batched_forward with another session's plain
+    forward: both get the logits they get alone (fp32), and both caches go on as alone."""
+    cached, calls = OTHERS[other]
+    alone_tree = tree_calls(session_with(target, TREE_PREFIX[:4]))
+    b = session_with(target, cached)
+    alone_other = [b.append(new, len(new)).logits for new in calls] + [b.append([40], 1).logits]
+
+    b = session_with(target, cached)
+    a = session_with(target, TREE_PREFIX[:4])
+    a.runner = MergesWith(target, b, calls, first)
+    merged_tree = tree_calls(a)
+    assert a.runner.calls == []  # every forward of the tree session was merged
+    b.tokens = cached + [t for new in calls for t in new]
+    merged_other = a.runner.results + [b.append([40], 1).logits]
+    for got, want in zip(merged_tree + merged_other, alone_tree + alone_other, strict=True):
+        assert got.shape == want.shape and torch.allclose(got, want, atol=1e-5)
+
+
+def test_a_tree_call_is_never_split_into_prefill_chunks(target):
+    from specdec.runtime.batching import BatchingRunner
+
+    runner = BatchingRunner(target, None, max_batch=4, wait_s=0.0, chunk_tokens=16)
+    rows = 40  # 39 rows whose logits nobody wants: a plain call this long would be chunked
+    tree = BatchItem(ModelSession(target), list(range(rows)), 1, False, positions=list(range(rows)),
+                     visible=torch.ones(rows, rows, dtype=torch.bool).tril())
+    decoding = BatchItem(ModelSession(target), [1], 1, False)
+    with runner._cv:  # the runner's own thread stays asleep meanwhile
+        runner._pending = [tree, decoding]
+        assert runner._compose() == [tree, decoding] and tree.chunk_of is None and len(tree.fresh) == rows
+        assert runner._pending == [] and runner.chunks == 0
+
+
+GSD_PROMPTS = PROMPTS[:6]  # more than max_batch: the sessions' rounds drift apart and meet again
+BESIDE = PROMPTS[6]  # a sequential request beside the GSD ones
+
+
+def test_concurrent_gsd_requests_merge_their_tree_forwards_and_keep_greedy_equality(engines, monkeypatch):
+    """Endpoints with max_batch 4: several GSD requests and a sequential one at once. The
+    draft levels and tree verifications go through the batching runners, merged with the
+    other sessions' forwards, and every output is still the target alone's (fp32)."""
+    plain, _ = engines
+    batched = Engine(plain.draft, plain.target, plain.tokenizer)
+    batched.target_endpoint = LocalTarget(plain.target, max_batch=4)
+    batched.draft_endpoint = LocalDraft(plain.draft, max_batch=4)
+    prompts = GSD_PROMPTS + [BESIDE]
+    reference = [
+        plain.generate(p, max_new_tokens=40, mode="autoregressive", ignore_eos=True).token_ids for p in prompts
+    ]
+    merges = TreeMerges(monkeypatch)
+
+    async def run():
+        gsd = [batched.agenerate(p, max_new_tokens=40, ignore_eos=True, mode="gsd") for p in GSD_PROMPTS]
+        beside = batched.agenerate(BESIDE, max_new_tokens=40, ignore_eos=True, mode="sequential", policy="fixed",
+                                   draft_length=3)
+        return await asyncio.gather(*gsd, beside)
+
+    outs = asyncio.run(run())
+    assert [o.token_ids for o in outs] == reference
+    assert all(o.stats.tree_nodes > 0 for o in outs[:-1])  # really GSD
+    assert merges.of(plain.target) > 0 and merges.of(plain.draft) > 0  # tree forwards really were merged
+    for runner in (batched.target_endpoint._thread.runner, batched.draft_endpoint._thread.runner):
+        assert runner.rows > runner.forwards and runner.chunks == 0

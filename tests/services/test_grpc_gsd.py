@@ -97,7 +97,7 @@ def test_tree_params_reach_the_core_request_with_zeros_kept():
     "kwargs",
     [
         dict(tree_width=0), dict(tree_width=17), dict(tree_depth=0), dict(tree_depth=65), dict(tree_nodes=0),
-        dict(tree_nodes=1025), dict(sibling_threshold=1.5), dict(prob_threshold=-0.1), dict(merge_context=-1),
+        dict(tree_nodes=1025), dict(sibling_threshold=1.5), dict(prob_threshold=-0.1), dict(merge_context=-2),
     ],
     ids=lambda kw: next(iter(kw)) + "=" + str(next(iter(kw.values()))),
 )
@@ -272,3 +272,36 @@ def test_cli_generate_passes_tree_params(tiny_stack, where):
     assert stats["tokens"] == 12 and 0 < stats["tree_nodes"] <= 6 * stats["rounds"]
     refused = CliRunner().invoke(app, [*args, "--sibling-threshold", "2"])
     assert refused.exit_code == 2 and "sibling_threshold" in refused.output
+
+
+BATCHED_GSD = [("the cat sat", 40), ("def add(a, b):", 40), ("hello world! 123\n", 40), ("x = [", 40), ("ab", 40),
+               ("1 + 1 =", 40)]
+BESIDE = ("summarise this", 40)  # a sequential request beside the GSD ones
+
+
+def test_gsd_through_batching_workers_merges_tree_forwards_and_equals_target_alone(tiny_engine, monkeypatch):
+    """Workers with --max-batch 4: concurrent GSD requests (and a sequential one beside
+    them) have their draft levels and tree verifications merged by the workers' batching
+    runners with other sessions' forwards, and each output is the target alone's (fp32)."""
+    from specdec.client import AsyncClient
+    from specdec.launch.inprocess import InProcessStack
+    from tests.helpers.batching import TreeMerges
+
+    want = [target_alone(tiny_engine, p, n).token_ids for p, n in BATCHED_GSD + [BESIDE]]
+    merges = TreeMerges(monkeypatch)
+    with InProcessStack(preset="tiny", seed=0, max_batch=4) as stack:
+
+        async def run():
+            async with AsyncClient(stack.address, timeout=120.0) as client:
+                gsd = [client.complete(p, mode="gsd", max_new_tokens=n, ignore_eos=True) for p, n in BATCHED_GSD]
+                beside = client.complete(BESIDE[0], mode="sequential", policy="fixed", draft_length=3,
+                                         max_new_tokens=BESIDE[1], ignore_eos=True)
+                return await asyncio.gather(*gsd, beside)
+
+        outs = asyncio.run(run())
+        endpoints = {role: stack.servicers[role].endpoint for role in ("draft", "target")}
+    assert [list(o.token_ids) for o in outs] == want
+    assert all(o.stats.tree_nodes > 0 and not o.stats.draft_fallback for o in outs[:-1])
+    for role, endpoint in endpoints.items():
+        assert merges.of(endpoint.sessions.model) > 0, role  # tree forwards really were merged
+        assert endpoint._thread.runner.max_batch == 4
