@@ -96,6 +96,8 @@ def stats_to_pb(stats: RequestStats, seed: int, tokens: int, prompt_tokens: int)
         tree_nodes=stats.tree_nodes,
         dag_nodes=stats.dag_nodes,
         merged_nodes=stats.merged_nodes,
+        saved_rows=stats.saved_rows,
+        saved_forwards=stats.saved_forwards,
         mode_run=stats.mode_run,
         auto_k_rounds=stats.auto_k_rounds,
     )

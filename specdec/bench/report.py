@@ -157,7 +157,8 @@ def derive(run: dict, baseline_wall: float | None, c: float, raw: dict | None = 
     )
     if run["mode"] == "gsd" and st["rounds"]:  # the tree's size and how much merging saved, per round
         d.update(tree_nodes=st["tree_nodes"] / st["rounds"], dag_nodes=st["dag_nodes"] / st["rounds"],
-                 merged_nodes=st["merged_nodes"] / st["rounds"])
+                 merged_nodes=st["merged_nodes"] / st["rounds"], saved_rows=st.get("saved_rows", 0) / st["rounds"],
+                 saved_forwards=st.get("saved_forwards", 0) / st["rounds"])
     a, k = per_position_acceptance(run["verdicts"]), mean_draft_length(run["verdicts"])
     d.update(a=a, k_mean=k)
     if run["mode"] != "autoregressive" and k is not None and a is not None:
@@ -176,7 +177,8 @@ def derive(run: dict, baseline_wall: float | None, c: float, raw: dict | None = 
 FIELDS = ("tokens_per_s", "speedup", "rounds", "draft_tokens", "accepted_tokens", "acceptance_rate", "a", "tau",
           "k_mean", "ttft_s", "draft_compute_s", "target_compute_s", "network_s", "draft_share", "target_share",
           "network_share", "overhead_share", "other_share", "draft_step_s", "target_pass_s", "c_observed",
-          "bound_sd", "efficiency_sd", "a_after_reject", "a_after_accept", "model_pearl", "efficiency_pearl", "tree_nodes", "dag_nodes", "merged_nodes")
+          "bound_sd", "efficiency_sd", "a_after_reject", "a_after_accept", "model_pearl", "efficiency_pearl", "tree_nodes", "dag_nodes", "merged_nodes",
+          "saved_rows", "saved_forwards")
 
 
 def summarise(raw: dict) -> dict:
@@ -478,15 +480,18 @@ def transport_table(rows: list[dict]) -> str:
 
 def gsd_table(configs: list[dict]) -> str:
     """Mode gsd: what one target pass verified, and what merging hypotheses into a DAG saved."""
-    head = "| configuration | tree nodes / round | DAG nodes drafted / round | merged draws / round | tau | speedup |"
+    head = ("| configuration | tree nodes / round | DAG nodes drafted / round | merged draws / round "
+            "| draft rows saved / round | draft forwards saved / round | tau | speedup |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in configs:
         if r["mode"] == "gsd":
             lines.append(f"| {r['name']} | {_f(r['tree_nodes'], '.1f')} | {_f(r['dag_nodes'], '.1f')} "
-                         f"| {_f(r['merged_nodes'], '.1f')} | {_f(r['tau'])} | {_f(r['speedup'], '.2f', 'x')} |")
+                         f"| {_f(r['merged_nodes'], '.1f')} | {_f(r.get('saved_rows'), '.1f')} "
+                         f"| {_f(r.get('saved_forwards'), '.2f')} | {_f(r['tau'])} | {_f(r['speedup'], '.2f', 'x')} |")
     return ("GSD trees (medians per run of the per-round means): tree nodes = the unrolled token tree one target "
             "pass verifies; DAG nodes = the distinct nodes the draft computed; merged = draws linked to an "
-            "existing node instead of being drafted again.\n\n" + "\n".join(lines))
+            "existing node (any depth, off its own path) instead of being drafted again; rows saved = tree nodes "
+            "expanded on a DAG node another path had computed; forwards saved = levels that needed no draft forward.\n\n" + "\n".join(lines))
 
 
 def per_kind_table(summary: dict) -> str:

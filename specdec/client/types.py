@@ -41,6 +41,8 @@ class Stats:
     tree_nodes: int = 0  # mode gsd: nodes in the verified token trees
     dag_nodes: int = 0  # mode gsd: distinct nodes the draft drafted
     merged_nodes: int = 0  # mode gsd: draws merged into an existing node
+    saved_rows: int = 0  # mode gsd: tree nodes expanded without a draft row of their own
+    saved_forwards: int = 0  # mode gsd: draft forwards skipped (levels already computed)
     mode_run: str = ""  # the mode the request ran (mode auto: the one it chose; "pearl,sequential" if it left PEARL)
     auto_k_rounds: dict = field(default_factory=dict)  # policy auto: draft length chosen -> rounds
 
@@ -126,8 +128,8 @@ def build_request(prompt: str | Sequence[int], **params) -> pb.GenerateRequest:
     ignore_eos, chat, stop, and mode gsd's tree shape: `tree_width` children per node at
     most, `tree_depth` tokens per root path at most, `tree_nodes` nodes per tree at most; a
     node proposes only tokens with q >= `sibling_threshold` * max q, a child with q <
-    `prob_threshold` is a leaf, and nodes whose last `merge_context` + 1 tokens match are
-    merged (0 = off). The server validates the values (InvalidRequestError)."""
+    `prob_threshold` is a leaf, and a drawn node whose token and `merge_context` preceding
+    tokens match a node anywhere off its own path is linked to it (GSD's DAG; -1 = off). The server validates the values (InvalidRequestError)."""
     try:
         settings = GenerationParams(**params)
     except TypeError as exc:  # an unknown keyword

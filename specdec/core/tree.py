@@ -34,9 +34,10 @@ class TreeParams:
     max_nodes: int = 64  # nodes in the unrolled token tree the target verifies, at most
     sibling_threshold: float = 0.2  # a node proposes only tokens with q >= this * max q
     prob_threshold: float = 0.3  # a child with q(child) < this is a leaf (never expanded)
-    # Nodes at the same depth whose own token and `merge_context` preceding tokens
-    # match are merged (the tree becomes a DAG; the draft computes them once); 0 = off.
-    merge_context: int = 2
+    # A drawn node whose own token and `merge_context` preceding tokens equal those of a
+    # DAG node anywhere (any depth, not on its own path) links to it: the tree becomes a
+    # DAG and the draft computes that node once (GSD's check_repetition: 0 or 1); -1 = off.
+    merge_context: int = 1
 
     def validate(self) -> None:
         """Raise ValueError naming the field (the names of Engine.generate's kwargs)."""
@@ -50,8 +51,8 @@ class TreeParams:
             raise ValueError(f"sibling_threshold must be in [0, 1], got {self.sibling_threshold!r}")
         if not 0.0 <= self.prob_threshold <= 1.0:
             raise ValueError(f"prob_threshold must be in [0, 1] (0 = expand every node), got {self.prob_threshold!r}")
-        if not (isinstance(self.merge_context, int) and 0 <= self.merge_context <= MAX_DEPTH):
-            raise ValueError(f"merge_context must be in 0..{MAX_DEPTH} (0 = no merging), got {self.merge_context!r}")
+        if not (isinstance(self.merge_context, int) and -1 <= self.merge_context <= MAX_DEPTH):
+            raise ValueError(f"merge_context must be in -1..{MAX_DEPTH} (-1 = no merging), got {self.merge_context!r}")
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class DraftTree:
     dag_nodes: int = 0  # distinct nodes of the draft's DAG (the tree repeats merged sub-DAGs)
     merged_nodes: int = 0  # draws linked to an existing DAG node instead of drafting a new one
     seconds: float = 0.0  # draft compute
+    saved_rows: int = 0  # tree nodes expanded without a draft row of their own (their DAG node was computed)
+    saved_forwards: int = 0  # levels that ran no draft forward (every node in them was computed)
 
     def __len__(self) -> int:
         return len(self.tokens)

@@ -257,8 +257,9 @@ class Request:
     async def _gsd_round(self, shape, span) -> None:
         began = time.perf_counter()
         try:
-            with spans.phase(spans.DRAFT):
+            with spans.phase(spans.DRAFT) as draft_span:
                 tree = await self.draft.draft_tree(self.session_id, self.out.committed, shape, self.params, self.seed)
+                spans.record_tree(draft_span, tree)
         except EndpointUnavailable as exc:
             return self.fall_back(exc)
         drafted = time.perf_counter()
@@ -277,6 +278,8 @@ class Request:
         s.tree_nodes += len(tree)
         s.dag_nodes += tree.dag_nodes
         s.merged_nodes += tree.merged_nodes
+        s.saved_rows += tree.saved_rows
+        s.saved_forwards += tree.saved_forwards
         self.commit(list(v.verdict.tokens) + [v.verdict.next_token])
         at_leaf = bool(v.verdict.path) and v.verdict.path[-1] not in tree.parents  # then next_token is a bonus
         self.record_round(span, len(tree), v.verdict.accepted, recovered=not at_leaf, bonus=at_leaf)

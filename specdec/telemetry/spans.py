@@ -48,6 +48,10 @@ AUTO_K = "specdec.auto_k"  # policy auto: the draft length this round chose (0: 
 KEPT_ROW_ONLY = "specdec.kept_row_only"  # PEARL: decided from the target's kept row, with no pass
 CANCELLED = "specdec.cancelled"  # a draft stream cut short by a rejection
 WORKER = "specdec.worker"  # address of the worker a call went to
+DAG_NODES = "specdec.gsd.dag_nodes"  # GSD draft span: distinct nodes the draft computed
+MERGED_NODES = "specdec.gsd.merged_nodes"  # ... draws linked to an existing DAG node
+SAVED_ROWS = "specdec.gsd.saved_rows"  # ... tree nodes expanded without a draft row of their own
+SAVED_FORWARDS = "specdec.gsd.saved_forwards"  # ... draft forwards skipped
 START = "specdec.start"  # tokens the worker is assumed to hold (0: a full prefill)
 
 # -- phases (span name = "specdec." + phase) --------------------------------------------
@@ -100,6 +104,15 @@ def record_round(span: trace.Span, drafted: int, accepted: int, recovered: bool,
     if span.is_recording():
         span.set_attributes({
             DRAFT_TOKENS: drafted, ACCEPTED_TOKENS: accepted, RECOVERED: recovered, BONUS: bonus, TAU: tau,
+        })
+
+
+def record_tree(span: trace.Span, tree) -> None:
+    """A GSD draft span's tree (a specdec.core.tree.DraftTree): its size and what merging saved."""
+    if span.is_recording():
+        span.set_attributes({
+            DRAFT_TOKENS: len(tree), DAG_NODES: tree.dag_nodes, MERGED_NODES: tree.merged_nodes,
+            SAVED_ROWS: tree.saved_rows, SAVED_FORWARDS: tree.saved_forwards,
         })
 
 

@@ -10,6 +10,7 @@ from specdec.core.tree import ROOT, TreeParams, without
 from specdec.gsd.drafting import draft_tree
 from specdec.models.tiny import tiny_pair
 from specdec.runtime.session import ModelSession
+from tests.helpers.gsd_merges import reference_links
 
 GREEDY = SamplingParams()
 
@@ -51,9 +52,9 @@ def draft(model, merge_context, prompt=(7, 0), params=GREEDY, **shape):
 @pytest.mark.parametrize(
     "merge_context,dag_nodes,merged,level_rows",
     [
-        (0, 12, 0, [2, 2, 4]),  # no merging: a plain token tree
-        (1, 8, 2, [2, 2, 2]),  # 3-4 and 3-5 are found twice at depth 3: drafted once
-        (2, 10, 2, [2, 2, 4]),  # 3-4-6 and 3-5-6 match at depth 4 (leaves: no forward)
+        (-1, 12, 0, [2, 2, 4]),  # no merging: a plain token tree
+        (0, 6, 6, [2, 1, 2]),  # the token alone: both 3s are one node, so are their 4, 5 and all four 6s
+        (1, 8, 4, [2, 2, 2]),  # 1-3 and 2-3 differ, but 3-4, 3-5 (and 4-6, 5-6 below them) are drafted once
     ],
 )
 def test_repeated_subsequences_become_a_dag(merge_context, dag_nodes, merged, level_rows):
@@ -66,10 +67,45 @@ def test_repeated_subsequences_become_a_dag(merge_context, dag_nodes, merged, le
     assert model.rows == [2] + level_rows  # the prompt, then one forward per level
 
 
+# a chain 0-1-2-3-4-5 and a shortcut 0-2: the chain's 2, 3, 4 are the shortcut's, one level deeper
+SHORTCUT = {0: {1: 0.1, 2: 0.0}, 1: {2: 0.0}, 2: {3: 0.0}, 3: {4: 0.0}, 4: {5: 0.0}}
+
+
+def test_nodes_merge_across_depths_as_gsd_links_them():
+    model = Bigram(SHORTCUT)
+    tree = draft(model, 0)
+    assert tree.tokens == [1, 2, 2, 3, 3, 4, 4, 5]
+    assert tree.parents == [ROOT, ROOT, 0, 1, 2, 3, 4, 5]
+    # the chain's 2, 3 and 4 link to the shortcut's nodes one level up: 5 distinct nodes for 8 in the tree
+    assert (tree.dag_nodes, tree.merged_nodes) == (5, 3)
+    assert model.rows == [2, 2, 1, 1]  # each level drafts only the node no other path had computed
+    assert (tree.saved_rows, tree.saved_forwards) == (2, 0)
+    # merge_context 1 needs the preceding token to match too: the chain's 2 stays its own (1-2 vs
+    # 0-2), its 3 and 4 still link (2-3, 3-4)
+    one = draft(Bigram(SHORTCUT), 1)
+    assert (one.dag_nodes, one.merged_nodes) == (6, 2)
+
+
+def test_a_node_never_links_to_its_own_path():
+    # 1-1-1-1: each new 1 matches the one above it, which is on its own path: no merge (no cycle)
+    tree = draft(Bigram({0: {1: 0.0}, 1: {1: 0.0}}), 0, width=1)
+    assert tree.tokens == [1, 1, 1, 1] and (tree.dag_nodes, tree.merged_nodes) == (4, 0)
+
+
+def test_a_level_whose_nodes_are_all_computed_runs_no_forward():
+    # 0-{1,2}, both -> 3 -> 4: with the token alone, level 3 holds two copies of 3 (one row)
+    # and level 4 two copies of 4, whose node the first copy's draw created at level 3... one row each
+    model = Bigram({0: {1: 0.0, 2: 0.0}, 1: {3: 0.0}, 2: {3: 0.0}, 3: {4: 0.0}, 4: {1: 0.0}})
+    tree = draft(model, 0, depth=5)
+    assert tree.tokens[:6] == [1, 2, 3, 3, 4, 4]
+    # 4 -> 1 links to the root's child 1 (not on the path 0-2-3-4, nor on 0-1-3-4? it is: no link there)
+    assert tree.merged_nodes >= 3 and tree.saved_rows >= 2
+
+
 def test_the_node_budget_cuts_the_last_level_in_order():
     tree = draft(Bigram(SHARED), 1, max_nodes=7)
     assert tree.tokens == [1, 2, 3, 3, 4, 5, 4]
-    assert (tree.dag_nodes, tree.merged_nodes) == (6, 1)
+    assert (tree.dag_nodes, tree.merged_nodes) == (6, 1)  # the last 4 links to the first
 
 
 def test_leaves_by_probability_and_depth():
@@ -130,3 +166,20 @@ def test_seeded_trees_are_reproducible(tiny_draft):
     c = draft_tree(ModelSession(tiny_draft), 0, [4, 5, 6], TreeParams(), params, seed=12)
     assert (a.tokens, a.parents) == (b.tokens, b.parents)
     assert (a.tokens, a.parents) != (c.tokens, c.parents)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+@pytest.mark.parametrize("merge_context", [0, 1])
+def test_the_drafter_links_exactly_what_gsds_rule_finds(tiny_draft, temperature, merge_context):
+    """An independent re-implementation of GSD's check_repetition (tests/helpers/gsd_merges.py),
+    applied to the unrolled tree, counts the links the drafter made: no more, no fewer."""
+    params = SamplingParams(temperature=temperature)
+    shape = TreeParams(width=4, depth=6, max_nodes=48, sibling_threshold=0.0, prob_threshold=0.0,
+                       merge_context=merge_context)
+    found = 0
+    for seed, ids in enumerate([[5, 6, 5, 6, 5], [9, 9, 9], [3, 40, 41, 42, 3, 40]]):
+        tree = draft_tree(ModelSession(tiny_draft), 0, ids, shape, params, seed=seed)
+        assert tree.merged_nodes == reference_links(tree.tokens, tree.parents, ids, merge_context)
+        assert tree.dag_nodes + tree.merged_nodes == len(tree)
+        found += tree.merged_nodes
+    assert found > 0  # the check is not vacuous: these shapes do merge

@@ -16,7 +16,7 @@ PROMPTS = [
 ]
 TREES = [
     {},  # the defaults
-    dict(tree_width=2, tree_depth=3, merge_context=0),
+    dict(tree_width=2, tree_depth=3, merge_context=-1),
     dict(tree_width=4, tree_depth=6, tree_nodes=12, sibling_threshold=0.0, prob_threshold=0.0, merge_context=1),
     dict(tree_width=1, tree_depth=5, prob_threshold=0.0),  # a chain
 ]
@@ -100,7 +100,7 @@ def test_seeded_sampling_is_reproducible(engine):
         (dict(tree_nodes=0), "tree_nodes"),
         (dict(sibling_threshold=1.5), "sibling_threshold"),
         (dict(prob_threshold=-0.5), "prob_threshold"),
-        (dict(merge_context=-1), "merge_context"),
+        (dict(merge_context=-2), "merge_context"),
     ],
 )
 def test_bad_tree_parameters_are_a_value_error_naming_the_field(engine, kwargs, field):

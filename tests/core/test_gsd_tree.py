@@ -22,7 +22,7 @@ def test_defaults_are_valid():
         (dict(sibling_threshold=-0.1), "sibling_threshold"),
         (dict(sibling_threshold=1.5), "sibling_threshold"),
         (dict(prob_threshold=2.0), "prob_threshold"),
-        (dict(merge_context=-1), "merge_context"),
+        (dict(merge_context=-2), "merge_context"),
         (dict(width=2.5), "tree_width"),
     ],
 )
