@@ -43,8 +43,8 @@ def generate(
     mode: Mode = typer.Option(DEFAULT_MODE.value, help="How to decode (autoregressive: the target alone)."),
     policy: PolicyName = typer.Option(DEFAULT_POLICY.value, help="How the draft length is chosen."),
     draft_length: Optional[int] = typer.Option(
-        None, help="k (fixed, heuristic start), k_max (adaedl, specdecpp) or the pearl window; default 4, "
-                   "and for pearl the measured draft/target speed ratio."
+        None, help="k (fixed, heuristic start), k_max (adaedl, specdecpp) or the pearl window; default 8 for "
+                   "auto, 20 for specdecpp, else 4, and for pearl the measured draft/target speed ratio."
     ),
     tree_width: Optional[int] = typer.Option(None, help="gsd: children drawn per tree node, at most (default 4)."),
     tree_depth: Optional[int] = typer.Option(None, help="gsd: draft tokens per root path, at most (default 8)."),
@@ -56,7 +56,8 @@ def generate(
         None, help="gsd: a child with q below this is a leaf; 0 = expand every node (default 0.3)."
     ),
     merge_context: Optional[int] = typer.Option(
-        None, help="gsd: merge same-depth nodes whose last N+1 tokens match; 0 = no merging (default 2)."
+        None, help="gsd: link a drawn node to any node off its path with the same token and N preceding "
+        "tokens (GSD's DAG); 0 = the token alone, -1 = no merging (default 1)."
     ),
     chat: bool = typer.Option(True, help="Wrap the prompt in the model's chat template when it has one."),
     dtype: str = typer.Option("float32", help="float32 | bfloat16 (embedded engine)."),

@@ -27,8 +27,9 @@ def bench(
                                                                       "baseline always runs."),
     policies: str = typer.Option("fixed:2,fixed:4,fixed:8,heuristic,adaedl",
                                  help="Comma-separated policies NAME[:K][@THRESHOLD]: fixed:K sets k (k_max for "
-                                      "adaedl/specdecpp), a plain name uses --draft-length; specdecpp:8@0.5 sets "
-                                      "the stop threshold."),
+                                      "adaedl/specdecpp), a plain name uses --draft-length (auto: 8, specdecpp: "
+                                      "20); specdecpp:8@0.5 sets the stop threshold; adaedl_late is AdaEDL's "
+                                      "earlier one-token-late rule, to compare with adaedl."),
     draft_length: int = typer.Option(4, help="k for plain policy names (fixed k, heuristic start, adaedl k_max)."),
     max_new_tokens: int = typer.Option(64, help="Tokens per run (EOS is ignored, so exactly this many)."),
     prompts: Path = typer.Option(DEFAULT_PROMPTS, help="Prompt set, jsonl lines {\"kind\", \"prompt\"}."),

@@ -32,7 +32,7 @@ from specdec.bench.peer import assisted_generate, peer_settings
 from specdec.bench.report import load_average, machine_info
 from specdec.bench.transport import GRPC_SUFFIX, RemoteRunner, transports_of
 from specdec.core.policies import make_policy
-from specdec.core.request import AUTO_K_MAX, Mode, parse_mode
+from specdec.core.request import Mode, parse_mode, policy_draft_length
 from specdec.loop.generate import generate as run_request
 from specdec.runtime.cost import CostProfile, ForwardBudget
 from specdec.runtime.session import ModelSession
@@ -121,14 +121,15 @@ class Prompt:
 
 def parse_policies(items: Sequence[str], draft_length: int) -> list[tuple[str, int, float | None, str]]:
     """"fixed:4" -> ("fixed", 4, None, "fixed:4"); "specdecpp:8@0.5" -> ("specdecpp", 8, 0.5, ...);
-    a plain name takes `draft_length`."""
+    a plain name takes its policy's own k_max (auto 8, specdecpp 20), else `draft_length`.
+    "adaedl_late" is AdaEDL's earlier one-token-late rule, to run next to "adaedl"."""
     out = []
     for item in items:
         spec = item.strip()
         head, _, threshold = spec.partition("@")
         name, _, k = head.partition(":")
         try:
-            k_value = int(k) if k else (AUTO_K_MAX if name == "auto" else draft_length)
+            k_value = int(k) if k else (policy_draft_length(name) or draft_length)
         except ValueError:
             raise ValueError(f"policy {spec!r}: the part after ':' must be a draft length, e.g. fixed:4") from None
         try:

@@ -21,6 +21,9 @@ class PolicyName(str, enum.Enum):
     ADAEDL = "adaedl"
     SPECDECPP = "specdecpp"
     AUTO = "auto"  # k in 0..k_max per round by expected goodput (0: the target alone)
+    # AdaEDL's earlier rule, kept only to compare against (the bench): the entropy of the token
+    # just drafted decides, so the uncertain token is still sent (docs/algorithms.md §2)
+    ADAEDL_LATE = "adaedl_late"
 
 
 class FinishReason(str, enum.Enum):

@@ -20,9 +20,10 @@ class GenerationParams:
     top_p: float | None = None  # default 1: off
     seed: int | None = None  # None: a fresh seed, reported in the result
     mode: str | None = None  # auto | autoregressive | sequential | pearl | gsd (default: names.DEFAULT_MODE)
-    policy: str | None = None  # auto | fixed | heuristic | adaedl | specdecpp (default: names.DEFAULT_POLICY)
-    # k for fixed/heuristic (start), k_max for adaedl/specdecpp, the window for pearl; None: 4,
-    # or in mode pearl the measured draft/target speed ratio
+    # auto | fixed | heuristic | adaedl | specdecpp | adaedl_late (default: names.DEFAULT_POLICY)
+    policy: str | None = None
+    # k for fixed/heuristic (start), k_max for adaedl/specdecpp, the window for pearl; None: 8 for auto,
+    # 20 for specdecpp, else 4, or in mode pearl the measured draft/target speed ratio
     draft_length: int | None = None
     threshold: float | None = None  # specdecpp's stop threshold
     ignore_eos: bool = False  # generate exactly max_new_tokens (benchmarks)

@@ -5,11 +5,16 @@ A policy is split in two so that drafting never needs a round trip per token:
   adaptive state and, once per round, hands out a `StopRule`; after the target's
   verdict it `observe`s how many were drafted and accepted.
 - `StopRule` is a small frozen value that travels to the drafter (in-process or a
-  draft worker over gRPC) and is evaluated after every draft token.
+  draft worker over gRPC). The drafter asks it twice per token (specdec/runtime/drafting.py):
+  right after drawing token n (`stops_after_drawing`: the cap, before any further
+  forward) and after the forward that feeds token n, before drawing token n + 1
+  (`stops_before_drawing`: AdaEDL's entropy bound on the distribution token n + 1
+  would come from, SpecDec++'s head on the state whose input is token n).
 """
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass, field
 
@@ -18,39 +23,64 @@ from specdec.core.names import Mode, PolicyName
 from specdec.core.speed import SpeedRatio, count_positions
 
 ADAEDL_GAMMA = 0.2
+SPECDECPP_K_MAX = 20  # the paper's k_max (its reference range 2..20): the head, not the cap, should end rounds
 REPLAN_STREAMS = 8  # policy auto in PEARL: a new plan every 8 draft streams
+
+
+class EntropyOf(str, enum.Enum):
+    """Which distribution's entropy AdaEDL's bound reads (docs/algorithms.md §2)."""
+
+    NEXT = "next"  # the paper: the one the next token would be drawn from, tested before drawing it
+    # The earlier rule, kept only to compare against (policy adaedl_late): the one the token
+    # just drafted came from; that token is still sent, so the stop comes one token late.
+    DRAFTED = "drafted"
 
 
 @dataclass(frozen=True)
 class DraftStep:
-    """What the drafter knows right after drafting its n-th token of the round."""
+    """What the drafter knows after the forward that fed its n-th token of the round,
+    before it draws token n + 1 (`StopRule.stops_before_drawing`)."""
 
     n_drafted: int  # tokens drafted so far this round (>= 1)
-    entropy: float  # nats, untempered draft distribution the last token came from
-    p_accept: float | None = None  # acceptance head's P(accepted) for the last token
+    next_entropy: float  # nats, untempered: the distribution token n + 1 would be drawn from
+    # the acceptance head's P(accepted) for token n, read from the hidden state whose input
+    # is token n (None without a head)
+    p_accept: float | None = None
 
 
 @dataclass(frozen=True)
 class StopRule:
-    """Evaluated by the drafter after each token; stops at `max_tokens` at the latest."""
+    """Asked by the drafter at two points per token; stops at `max_tokens` at the latest."""
 
     max_tokens: int  # hard cap for this round (>= 1)
     min_tokens: int = 1
     entropy_lambda: float | None = None  # AdaEDL: stop when 1 - sqrt(gamma * H) < lambda
     reject_threshold: float | None = None  # SpecDec++: stop when 1 - prod(p_acc) > threshold
+    entropy_of: EntropyOf = EntropyOf.NEXT  # which H AdaEDL reads (DRAFTED: the earlier, late rule)
 
-    def should_stop(self, step: DraftStep, p_all_accepted: float = 1.0) -> bool:
-        """`p_all_accepted` = product of the head's p_accept over this round's tokens."""
-        if step.n_drafted >= self.max_tokens:
+    def stops_after_drawing(self, n_drafted: int, drafted_entropy: float) -> bool:
+        """Right after token n is drawn, before any forward: the cap (so no forward runs
+        after the last token), and AdaEDL with `entropy_of` DRAFTED on the entropy of the
+        distribution token n came from."""
+        if n_drafted >= self.max_tokens:
             return True
+        late_rule = self.entropy_lambda is not None and self.entropy_of is EntropyOf.DRAFTED
+        return late_rule and n_drafted >= self.min_tokens and self._uncertain(drafted_entropy)
+
+    def stops_before_drawing(self, step: DraftStep, p_all_accepted: float = 1.0) -> bool:
+        """After the forward that fed token n (n >= 1), before token n + 1 is drawn: True
+        ends the round with n tokens. `p_all_accepted` = the product of the head's
+        p_accept over tokens 1..n of this round."""
         if step.n_drafted < self.min_tokens:
             return False
-        if self.entropy_lambda is not None:
-            if 1.0 - math.sqrt(ADAEDL_GAMMA * max(step.entropy, 0.0)) < self.entropy_lambda:
+        if self.entropy_lambda is not None and self.entropy_of is EntropyOf.NEXT:
+            if self._uncertain(step.next_entropy):
                 return True
-        if self.reject_threshold is not None and 1.0 - p_all_accepted > self.reject_threshold:
-            return True
-        return False
+        return self.reject_threshold is not None and 1.0 - p_all_accepted > self.reject_threshold
+
+    def _uncertain(self, entropy: float) -> bool:
+        """AdaEDL's bound: 1 - sqrt(gamma * H) lower-bounds the token's acceptance."""
+        return 1.0 - math.sqrt(ADAEDL_GAMMA * max(entropy, 0.0)) < self.entropy_lambda
 
     @property
     def needs_acceptance_head(self) -> bool:
@@ -102,7 +132,8 @@ class Heuristic(DraftLengthPolicy):
 
 @dataclass
 class AdaEDL(DraftLengthPolicy):
-    """Entropy-bound early stopping with the adaptive lambda of docs/algorithms.md §2."""
+    """Entropy-bound early stopping with the adaptive lambda of docs/algorithms.md §2;
+    `entropy_of` DRAFTED is the earlier one-token-late rule (policy adaedl_late)."""
 
     k_max: int
     lam: float = 0.6
@@ -111,10 +142,14 @@ class AdaEDL(DraftLengthPolicy):
     eps: float = 0.01
     alpha: float = 0.9
     acceptance_rate: float = field(default=1.0)
-    name = PolicyName.ADAEDL
+    entropy_of: EntropyOf = EntropyOf.NEXT
+
+    @property
+    def name(self) -> PolicyName:
+        return PolicyName.ADAEDL if self.entropy_of is EntropyOf.NEXT else PolicyName.ADAEDL_LATE
 
     def rule(self, limit: int) -> StopRule:
-        return StopRule(max_tokens=max(1, min(self.k_max, limit)), entropy_lambda=self.lam)
+        return StopRule(max_tokens=max(1, min(self.k_max, limit)), entropy_lambda=self.lam, entropy_of=self.entropy_of)
 
     def observe(self, drafted: int, accepted: int) -> None:
         if drafted == 0:
@@ -133,7 +168,7 @@ class AdaEDL(DraftLengthPolicy):
 class SpecDecPP(DraftLengthPolicy):
     """SpecDec++: stop once P(some draft token this round is rejected) > threshold."""
 
-    k_max: int = 20
+    k_max: int = SPECDECPP_K_MAX
     k_min: int = 2
     threshold: float = 0.5
     name = PolicyName.SPECDECPP
@@ -235,8 +270,9 @@ def make_policy(
     name: str, draft_length: int, threshold: float | None = None, speed: SpeedRatio | None = None,
     mode: Mode = Mode.SEQUENTIAL,
 ) -> DraftLengthPolicy:
-    """Build a fresh per-request policy; `draft_length` is k (fixed/heuristic start) or k_max;
-    `speed` (the measured costs) and `mode` are what policy auto plans with."""
+    """Build a fresh per-request policy; `draft_length` is k (fixed/heuristic start) or k_max
+    (GenerationRequest.resolved_draft_length fills in each policy's default); `speed` (the
+    measured costs) and `mode` are what policy auto plans with."""
     try:
         which = PolicyName(name)
     except ValueError:
@@ -250,8 +286,9 @@ def make_policy(
         return Fixed(k=draft_length)
     if which is PolicyName.HEURISTIC:
         return Heuristic(k=draft_length)
-    if which is PolicyName.ADAEDL:
-        return AdaEDL(k_max=draft_length)
+    if which in (PolicyName.ADAEDL, PolicyName.ADAEDL_LATE):
+        late = which is PolicyName.ADAEDL_LATE
+        return AdaEDL(k_max=draft_length, entropy_of=EntropyOf.DRAFTED if late else EntropyOf.NEXT)
     if which is PolicyName.AUTO:
         return Auto(k_max=draft_length, speed=speed, mode=mode, start=min(4, draft_length))
     return SpecDecPP(k_max=draft_length, threshold=0.5 if threshold is None else threshold)

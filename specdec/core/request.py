@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 from specdec.core.names import DEFAULT_MODE, DEFAULT_POLICY, FinishReason, Mode, PolicyName  # noqa: F401
 from specdec.core.params import GenerationParams
-from specdec.core.policies import make_policy
+from specdec.core.policies import SPECDECPP_K_MAX, make_policy
 from specdec.core.sampling import SamplingParams
 from specdec.core.speed import DEFAULT_DRAFT_LENGTH, SpeedRatio
 from specdec.core.tree import TreeParams
@@ -23,8 +23,9 @@ class GenerationRequest:
     seed: int | None = None  # None: a fresh seed, reported in the result
     mode: Mode = DEFAULT_MODE
     policy: str = DEFAULT_POLICY.value
-    # k for fixed/heuristic (start), k_max for adaedl/specdecpp, the window for pearl; None: DEFAULT_DRAFT_LENGTH,
-    # or in mode pearl the measured draft/target speed ratio (specdec/core/speed.py)
+    # k for fixed/heuristic (start), k_max for adaedl/specdecpp, the window for pearl; None: the policy's own
+    # k_max (auto 8, specdecpp 20), else DEFAULT_DRAFT_LENGTH, or in mode pearl the measured draft/target
+    # speed ratio (specdec/core/speed.py)
     draft_length: int | None = None
     threshold: float | None = None  # specdecpp's stop threshold
     ignore_eos: bool = False  # generate exactly max_new_tokens (benchmarks)
@@ -77,14 +78,26 @@ class GenerationRequest:
 
     def resolved_draft_length(self, speed: SpeedRatio | None, mode: Mode | None = None) -> int:
         """The draft length this request runs with (in `mode`, default its own): its own,
-        else policy auto's k_max, else PEARL's measured window, else the default."""
+        else its policy's own k_max, else PEARL's measured window, else the default."""
         if self.draft_length is not None:
             return self.draft_length
-        if self.policy == PolicyName.AUTO.value:
-            return AUTO_K_MAX
+        own = policy_draft_length(self.policy)
+        if own is not None:
+            return own
         if (mode or self.mode) is Mode.PEARL and speed is not None:
             return speed.window()
         return DEFAULT_DRAFT_LENGTH
+
+
+def policy_draft_length(policy: str) -> int | None:
+    """The k_max a policy runs with when the request names no draft_length (None: the
+    mode's default). Policy auto plans k up to 8; SpecDec++'s head ends rounds, so its cap
+    is the paper's 20."""
+    if policy == PolicyName.AUTO.value:
+        return AUTO_K_MAX
+    if policy == PolicyName.SPECDECPP.value:
+        return SPECDECPP_K_MAX
+    return None
 
 
 def parse_mode(mode: str | Mode) -> Mode:
@@ -113,6 +126,8 @@ class RequestStats:
     tree_nodes: int = 0  # mode gsd: nodes in the verified token trees (= draft_tokens)
     dag_nodes: int = 0  # mode gsd: distinct nodes the draft drafted (merged sub-DAGs counted once)
     merged_nodes: int = 0  # mode gsd: draws merged into an existing node instead of drafted anew
+    saved_rows: int = 0  # mode gsd: tree nodes expanded without a draft row of their own
+    saved_forwards: int = 0  # mode gsd: draft forwards skipped (tree levels already computed)
     mode_run: str = ""  # the mode the request ran (mode auto: the one it chose; "pearl,sequential" if it left PEARL)
     auto_k_rounds: dict = field(default_factory=dict)  # policy auto: draft length chosen -> rounds
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from specdec.core.acceptance import Verdict
-from specdec.core.policies import StopRule
+from specdec.core.policies import EntropyOf, StopRule
 from specdec.core.sampling import SamplingParams, SparseDist
 from specdec.core.tree import DraftTree, TreeParams
 from specdec.gsd.verifying import TreeVerdict, TreeVerification
@@ -35,6 +35,7 @@ def rule_to_pb(rule: StopRule) -> common_pb2.StopRule:
         min_tokens=rule.min_tokens,
         entropy_lambda=rule.entropy_lambda,
         reject_threshold=rule.reject_threshold,
+        entropy_of=common_pb2.ENTROPY_OF_DRAFTED if rule.entropy_of is EntropyOf.DRAFTED else common_pb2.ENTROPY_OF_NEXT,
     )
 
 
@@ -46,6 +47,8 @@ def rule_from_pb(msg: common_pb2.StopRule) -> StopRule:
         min_tokens=max(1, msg.min_tokens),
         entropy_lambda=msg.entropy_lambda if msg.HasField("entropy_lambda") else None,
         reject_threshold=msg.reject_threshold if msg.HasField("reject_threshold") else None,
+        # unset (an older coordinator) is the paper's rule, as it is for the core's StopRule
+        entropy_of=EntropyOf.DRAFTED if msg.entropy_of == common_pb2.ENTROPY_OF_DRAFTED else EntropyOf.NEXT,
     )
 
 
@@ -66,7 +69,6 @@ def draft_token_to_pb(token: DraftToken) -> draft_worker_pb2.DraftToken:
         token_id=token.token,
         q=proposal_to_pb(token.q) if token.q is not None else None,
         entropy=token.entropy,
-        p_accept=token.p_accept,
         compute_seconds=token.seconds,
     )
 
@@ -76,7 +78,6 @@ def draft_token_from_pb(msg: draft_worker_pb2.DraftToken) -> DraftToken:
         token=msg.token_id,
         q=proposal_from_pb(msg.q) if msg.HasField("q") else None,
         entropy=msg.entropy,
-        p_accept=msg.p_accept if msg.HasField("p_accept") else None,
         seconds=msg.compute_seconds,
     )
 
@@ -125,6 +126,8 @@ def tree_to_pb(tree: DraftTree) -> common_pb2.DraftTree:
         proposal_ids=tree.proposal_ids,
         dag_nodes=tree.dag_nodes,
         merged_nodes=tree.merged_nodes,
+        saved_rows=tree.saved_rows,
+        saved_forwards=tree.saved_forwards,
     )
 
 
@@ -139,6 +142,8 @@ def tree_from_pb(msg: common_pb2.DraftTree, seconds: float = 0.0) -> DraftTree:
         dag_nodes=msg.dag_nodes,
         merged_nodes=msg.merged_nodes,
         seconds=seconds,
+        saved_rows=msg.saved_rows,
+        saved_forwards=msg.saved_forwards,
     )
 
 

@@ -18,12 +18,13 @@ def train_head(
                                                   "(default ~/.cache/specdec/heads/PRESET)."),
     limit: Optional[int] = typer.Option(None, help="Use the first N prompts."),
     max_new_tokens: int = typer.Option(128, help="Cap on each target response."),
-    dtype: str = typer.Option("bfloat16", help="float32 | bfloat16: the models' dtype while making data."),
+    dtype: str = typer.Option("float32", help="float32 | bfloat16: the models' dtype while making data; serve the "
+                                             "draft in the same one (float32 is serving's default)."),
     chat: Optional[bool] = typer.Option(None, "--chat/--no-chat", help="Chat template (default: when the "
                                                                        "tokenizer has one)."),
-    label: str = typer.Option("expected", help="expected (1 - TV(p, q), the mean of the paper's label) | sampled "
-                                               "(min(1, p/q) of a draft sample, the paper's) | greedy (argmax "
-                                               "agreement)."),
+    label: str = typer.Option("sampled", help="sampled (min(1, p/q) of a draft sample, the paper's) | expected "
+                                              "(1 - TV(p, q), its mean over the draft's proposal) | greedy (argmax "
+                                              "agreement)."),
     reject_weight: float = typer.Option(6.0, help="Weight of the reject class in the cross-entropy."),
     mix_prob: float = typer.Option(0.15, help="Share of positions where the target's token is swapped in (no loss)."),
     num_layers: int = typer.Option(3, help="Residual blocks before the output layer."),

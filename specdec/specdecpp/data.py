@@ -8,14 +8,15 @@ For a prompt with target response r (greedy, chat template):
    the target's own token r_t is swapped in; those positions get no loss (no draft
    token is there). Like the paper this keeps z close to what the target writes, with
    the draft's tokens in it, as a draft window sees it at serving time.
-3. One draft forward over prompt + z gives, at the position that PRODUCES z_t (the last
-   input before it), the hidden state h_t and q'_t; one target forward gives p'_t. The
-   feature is h_t: exactly the `out.hidden[-1]` drafting.py hands the head before
-   the token is fed back, so serving sees what training saw.
-4. Labels for z_t, all from that same context (fp32, temperature 1):
-   - sampled:  min(1, p'(z_t) / q'(z_t))         the paper's soft label
-   - expected: sum_v min(p'(v), q'(v)) = 1 - TV   its mean over the draft's proposal (the
-               default: the head never sees the token, so this is what it can predict)
+3. One draft forward over prompt + z gives the feature h_t: the last hidden state at the
+   position whose INPUT is z_t, i.e. the state after z_t is fed. That is exactly the
+   `out.hidden[-1]` drafting.py hands the head for z_t (the forward that feeds a draft
+   token), so serving sees what training saw, and the head sees the token it judges, as
+   in the paper. The same forward gives q'_t at the position that PRODUCES z_t (one
+   earlier); one target forward gives p'_t there.
+4. Labels for z_t, all from the context that produced it (fp32, temperature 1):
+   - sampled:  min(1, p'(z_t) / q'(z_t))         the paper's soft label (the default)
+   - expected: sum_v min(p'(v), q'(v)) = 1 - TV   its mean over the draft's proposal
    - greedy:   argmax p' == argmax q'             acceptance when decoding greedily
    z_t was sampled under r's context, not z's; where earlier tokens differ this is a
    small bias in `sampled` only (`expected` has none): a knowing simplification that
@@ -42,6 +43,9 @@ from specdec.specdecpp.head import draft_model_id
 log = logging.getLogger(__name__)
 
 LABELS = ("sampled", "expected", "greedy")
+# Part of the examples cache key: "after-token" = h_t is the state whose input is z_t (the
+# earlier data used the state before it, and must not be reused).
+FEATURE_POSITION = "after-token"
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,7 @@ class Sample:
 class Examples:
     """One row per unmasked draft position."""
 
-    features: torch.Tensor  # [n, h] fp32 draft hidden state that produced the token
+    features: torch.Tensor  # [n, h] fp32 draft hidden state whose input is the token
     labels: dict[str, torch.Tensor]  # name (LABELS) -> [n] fp32 in [0, 1]
     group: torch.Tensor  # [n] int64 index of the prompt (train/val split by prompt)
     masked: int = 0  # positions dropped because the target's token was swapped in
@@ -159,7 +163,7 @@ def build_examples(draft, target, samples: Sequence[Sample], *, mix_prob: float,
                    batch_size: int = 4, progress: bool = True) -> Examples:
     """Features and labels for every response position (see the module docstring);
     cached in `cache_dir` under a key of everything they depend on."""
-    key = _digest(draft_model_id(draft), draft_model_id(target), str(next(draft.parameters()).dtype),
+    key = _digest(FEATURE_POSITION, draft_model_id(draft), draft_model_id(target), str(next(draft.parameters()).dtype),
                   str(next(target.parameters()).dtype), mix_prob, seed,
                   [(s.prompt_ids, s.response_ids) for s in samples])
     path = cache_dir / f"examples-{key}.safetensors"
@@ -198,8 +202,9 @@ def build_examples(draft, target, samples: Sequence[Sample], *, mix_prob: float,
 
 def _teacher_forced(model, prompts: list[list[int]], responses: list[list[int]], want_hidden: bool = False):
     """One right-padded batch forward over prompt + response. Returns, per row, the
-    [T, h] fp32 hidden states (or None) and [T, V] logits of the positions that
-    PRODUCE the T response tokens (the last prompt token .. the second-to-last token)."""
+    [T, h] fp32 hidden states (or None) of the positions whose INPUTS are the T response
+    tokens, and the [T, V] logits of the positions that PRODUCE them (one earlier: the
+    last prompt token .. the second-to-last response token)."""
     seqs = [p + r for p, r in zip(prompts, responses)]
     width = max(map(len, seqs))
     ids = torch.tensor([s + [0] * (width - len(s)) for s in seqs])
@@ -208,9 +213,10 @@ def _teacher_forced(model, prompts: list[list[int]], responses: list[list[int]],
         out = model(input_ids=ids, attention_mask=mask, output_hidden_states=want_hidden)
     hidden, logits = [], []
     for row, (p, r) in enumerate(zip(prompts, responses)):
-        span = slice(len(p) - 1, len(p) + len(r) - 1)
-        logits.append(out.logits[row, span].float())
-        hidden.append(out.hidden_states[-1][row, span].float() if want_hidden else None)
+        producing = slice(len(p) - 1, len(p) + len(r) - 1)
+        fed = slice(len(p), len(p) + len(r))
+        logits.append(out.logits[row, producing].float())
+        hidden.append(out.hidden_states[-1][row, fed].float() if want_hidden else None)
     return hidden, logits
 
 

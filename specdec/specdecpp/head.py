@@ -1,9 +1,10 @@
 """SpecDec++'s acceptance-prediction head (docs/algorithms.md §3): the module, and its
 files on disk.
 
-The head reads the draft's last hidden state at the position whose logits a draft token
-was sampled from (`ForwardResult.hidden[-1]` in drafting.py, the state BEFORE that token
-is fed back) and predicts the probability that the target accepts the token:
+The head reads the draft's last hidden state at the position whose input is a draft
+token (`ForwardResult.hidden[-1]` of the forward in drafting.py that feeds the token, the
+state AFTER it, as in the paper) and predicts the probability that the target accepts
+that token:
 
     Sequential(ResBlock x L, Linear(h, 2)),   ResBlock(x) = x + SiLU(Linear(x))
 
@@ -12,12 +13,14 @@ a fixed standardisation of the input (mean and scale from the training features)
 
 On disk a head is a folder: `head.safetensors` (fp32 weights) and `head.json` (what it
 was trained for, how, and how well it did). `load_head(path, draft)` refuses a head that
-does not fit the draft it is asked to serve with.
+does not fit the draft it is asked to serve with, and warns when the draft runs in another
+dtype than the head was trained on.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -26,10 +29,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 FORMAT = "specdec-acceptance-head"
-FORMAT_VERSION = 1
+# 2: features are the state after the token is fed (1 read the state before it: a v1 head
+# would be served inputs it never saw, so it is refused and must be retrained)
+FORMAT_VERSION = 2
 WEIGHTS_FILE = "head.safetensors"
 CONFIG_FILE = "head.json"
 DEFAULT_NUM_LAYERS = 3
+
+log = logging.getLogger(__name__)
 
 
 class ResBlock(nn.Module):
@@ -128,10 +135,18 @@ def draft_model_id(model: nn.Module) -> str:
     return Path(name.rstrip("/")).name or str(getattr(model.config, "model_type", "unknown"))
 
 
+def model_dtype(model: nn.Module) -> str:
+    """"float32", "bfloat16", ...: the dtype of the model's weights ("unknown" without any)."""
+    weight = next(model.parameters(), None)
+    return "unknown" if weight is None else str(weight.dtype).removeprefix("torch.")
+
+
 def head_meta(draft: nn.Module, num_layers: int = DEFAULT_NUM_LAYERS, **extra) -> dict:
-    """The identity a head is checked against when it is loaded, plus any `extra` facts."""
+    """The identity a head is checked against when it is loaded, plus any `extra` facts.
+    `draft_dtype` is the dtype the draft ran in while the training features were made."""
     return dict(
         draft_model=draft_model_id(draft),
+        draft_dtype=model_dtype(draft),
         draft_name_or_path=str(getattr(draft, "name_or_path", "") or ""),
         hidden_size=int(draft.config.hidden_size),
         draft_num_hidden_layers=int(getattr(draft.config, "num_hidden_layers", 0)),
@@ -167,4 +182,22 @@ def load_head(path: str | os.PathLike, draft_model: nn.Module | None) -> Accepta
         raise ValueError("an acceptance head needs a draft model to read hidden states from: load a draft")
     head = AcceptanceHead.load(path)
     check_fits(head.meta, draft_model)
+    warn_if_dtype_differs(head.meta, draft_model)
     return head
+
+
+def warn_if_dtype_differs(meta: dict, draft: nn.Module) -> bool:
+    """Log a warning (and return True) when the head was trained on hidden states of the
+    draft in another dtype than `draft` runs in. A warning, not an error: the head computes
+    in fp32 on standardised inputs, so another dtype's rounding shifts its output a little
+    rather than making it meaningless, and serving in another dtype (bf16 for speed) is a
+    legitimate choice; the stop decisions are then just less well calibrated."""
+    trained, serving = meta.get("draft_dtype"), model_dtype(draft)
+    if trained is None or trained == serving:
+        return False
+    log.warning(
+        "acceptance head was trained on %s hidden states of the draft, which runs in %s here: its P(accept) "
+        "may be off, so SpecDec++ may stop at the wrong time; serve the draft in %s or retrain with "
+        "`specdec train-head --dtype %s`", trained, serving, trained, serving,
+    )
+    return True

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from specdec.models import load_preset
-from specdec.models.loading import eos_token_ids_of
+from specdec.models.loading import DType, eos_token_ids_of
 from specdec.specdecpp.data import (
     LABELS,
     Examples,
@@ -42,14 +42,15 @@ class TrainConfig:
     out: Path = Path("~/.cache/specdec/heads/qwen-coder")
     limit: int | None = None  # use the first N prompts
     max_new_tokens: int = 128  # target response cap
-    dtype: str = "bfloat16"  # of both models while making data (bf16 is faster on CPU)
+    # of both models while making data: serving's default (load_model, the workers), so the
+    # head sees the hidden states it was trained on; the dtype lands in head.json (draft_dtype)
+    dtype: str = DType.FLOAT32.value
     chat: bool | None = None  # None: the chat template when the tokenizer has one
     mix_prob: float = 0.15  # positions where the target's token is swapped in (no loss there)
-    # expected (1 - TV) by default: the head cannot see the token it scores, so the best it
-    # can predict is the mean of the paper's sampled label; on the real pair training on
-    # that mean gave a far better head (validation correlation with 1 - TV 0.64 vs 0.37,
-    # AUC on greedy agreement 0.79 vs 0.67), and `sampled` was biased up (0.86 vs 0.79)
-    label: str = "expected"  # expected | sampled | greedy (head_data.py)
+    # the paper's label: the head reads the state after the token is fed, so it sees the
+    # token it scores and can predict min(1, p/q) for that token, not only its mean over q
+    # (`expected`, 1 - TV, which suited the earlier head that read the state before it)
+    label: str = "sampled"  # sampled | expected | greedy (data.py)
     reject_weight: float = 6.0  # weight of the reject class in the cross-entropy
     num_layers: int = 3
     epochs: int = 30

@@ -2,7 +2,9 @@
 for another draft, greedy equality and the target's exact distribution with the head
 deciding the draft length."""
 
+import copy
 import json
+import logging
 
 import pytest
 import torch
@@ -63,6 +65,7 @@ def test_save_and_load_give_identical_outputs(engine, head_dir, tmp_path):
     assert torch.equal(head(hidden), again(hidden))
     meta = json.loads((head_dir / "head.json").read_text())
     assert meta["draft_model"] == "tiny" and meta["hidden_size"] == 64 and meta["num_layers"] == 3
+    assert meta["draft_dtype"] == "float32" and meta["training"]["label"] == "sampled"
     assert {"val_loss", "calibration", "ece"} <= set(meta["eval"])
 
 
@@ -78,6 +81,24 @@ def test_a_head_for_another_draft_is_refused(engine, tmp_path):
         Engine(engine.draft, engine.target, engine.tokenizer, acceptance_head=tmp_path / "qwen")
     with pytest.raises(ValueError, match="no acceptance head"):
         load_head(tmp_path / "nothing-here", engine.draft)
+
+
+def test_a_head_served_in_another_dtype_than_it_was_trained_in_is_loaded_with_a_warning(engine, head_dir, caplog):
+    with caplog.at_level(logging.WARNING, logger="specdec.specdecpp.head"):
+        load_head(head_dir, engine.draft)
+        assert not caplog.records
+        load_head(head_dir, copy.deepcopy(engine.draft).to(torch.bfloat16))
+    assert "trained on float32 hidden states of the draft, which runs in bfloat16" in caplog.text
+
+
+def test_a_head_of_the_earlier_format_is_refused(engine, head_dir, tmp_path):
+    """Format 1 heads read the state before the token: serving them now would feed them
+    states they never saw."""
+    AcceptanceHead(64).save(tmp_path / "old", head_meta(engine.draft))
+    meta = json.loads((tmp_path / "old" / "head.json").read_text())
+    (tmp_path / "old" / "head.json").write_text(json.dumps(dict(meta, format_version=1)))
+    with pytest.raises(ValueError, match="retrain it with `specdec train-head`"):
+        load_head(tmp_path / "old", engine.draft)
 
 
 def test_specdecpp_without_a_head_says_how_to_get_one(engine):

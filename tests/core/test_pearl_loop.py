@@ -58,7 +58,7 @@ class ScriptedDraft:
                 if self.die_after is not None and self.emitted >= self.die_after:
                     raise EndpointUnavailable("draft worker died")
                 self.emitted += 1
-                yield DraftToken(self.guess[position + i], None, 0.1, None, 0.001)
+                yield DraftToken(self.guess[position + i], None, 0.1, 0.001)
         finally:
             self.closed += 1
 

@@ -49,9 +49,25 @@ def test_training_features_are_what_the_drafter_gives_the_head(pair):
     drafted = [d.token for d in draft_tokens(ModelSession(pair.draft), 0, prompt, rule, SamplingParams(), seed=0,
                                              head=recording_head)]
     hidden, logits = _teacher_forced(pair.draft, [prompt], [drafted], want_hidden=True)
-    assert len(seen) == len(drafted) == 6 and hidden[0].shape == (6, 64)
-    torch.testing.assert_close(torch.stack(seen).float(), hidden[0], atol=1e-4, rtol=1e-4)
+    # x_1..x_5 are fed and scored; at the cap no forward feeds x_6, so the head never sees it
+    assert len(drafted) == 6 and len(seen) == 5 and hidden[0].shape == (6, 64)
+    torch.testing.assert_close(torch.stack(seen).float(), hidden[0][:5], atol=1e-4, rtol=1e-4)
     assert logits[0].argmax(-1).tolist() == drafted  # row t produced draft token t
+
+
+def test_the_feature_of_a_token_is_the_draft_state_whose_input_is_that_token(pair):
+    """Row t: the hidden state at z_t's own position (after z_t is fed); its logits row is
+    the one z_t was drawn from (one position earlier). Two rows of different lengths, as
+    the batch is right-padded."""
+    prompts = [pair.tokenizer("def fib(n):")["input_ids"], pair.tokenizer("the fox")["input_ids"]]
+    responses = [[10, 11, 12, 13], [20, 21]]
+    hidden, logits = _teacher_forced(pair.draft, prompts, responses, want_hidden=True)
+    for p, z, h, lg in zip(prompts, responses, hidden, logits):
+        with torch.inference_mode():
+            out = pair.draft(torch.tensor([p + z]), output_hidden_states=True)
+        own = [len(p) + t for t in range(len(z))]
+        torch.testing.assert_close(h, out.hidden_states[-1][0, own].float(), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(lg, out.logits[0, [i - 1 for i in own]].float(), atol=1e-4, rtol=1e-4)
 
 
 def test_labels_on_constructed_distributions():
@@ -100,6 +116,11 @@ def test_the_prompt_set_mixes_code_prose_and_maths():
     assert 40 <= len(rows) <= 80
     assert {r["kind"] for r in rows} == {"code", "prose", "maths"}
     assert load_prompts(DEFAULT_PROMPTS, limit=5) == [r["prompt"] for r in rows[:5]]
+
+
+def test_training_defaults_match_serving():
+    assert TrainConfig().label == "sampled"  # the paper's label: the head sees the token it scores
+    assert TrainConfig().dtype == "float32"  # serving's default dtype (load_model, the workers)
 
 
 def test_the_command(tmp_path):

@@ -96,6 +96,9 @@ def test_per_position_acceptance_counts_only_tested_positions():
 def test_matrix_and_prompt_parsing():
     assert parse_policies(["fixed:2", "adaedl"], 6) == [("fixed", 2, None, "fixed:2"), ("adaedl", 6, None, "adaedl")]
     assert parse_policies(["specdecpp:8@0.3"], 4) == [("specdecpp", 8, 0.3, "specdecpp:8@0.3")]
+    # AdaEDL's earlier one-token-late rule runs next to the paper's; plain specdecpp takes its k_max of 20
+    assert parse_policies(["adaedl", "adaedl_late", "specdecpp"], 4) == [
+        ("adaedl", 4, None, "adaedl"), ("adaedl_late", 4, None, "adaedl_late"), ("specdecpp", 20, None, "specdecpp")]
     with pytest.raises(ValueError, match="policy must be one of"):
         parse_policies(["greedyish"], 4)
     with pytest.raises(ValueError, match="threshold must be in"):
@@ -104,6 +107,8 @@ def test_matrix_and_prompt_parsing():
         parse_policies(["specdecpp@high"], 4)
     names = [c.name for c in build_matrix(BenchSettings(modes=("sequential",), policies=("fixed:4",)))]
     assert names == ["autoregressive", "sequential fixed:4"]  # the baseline always runs, first
+    late = build_matrix(BenchSettings(modes=("sequential",), policies=("adaedl", "adaedl_late")))
+    assert [c.name for c in late] == ["autoregressive", "sequential adaedl", "sequential adaedl_late"]  # table labels
     prompts = load_prompts(DEFAULT_PROMPTS)
     assert {p.kind for p in prompts} == {"code", "prose", "maths", "summaries"}
     assert {p.kind for p in prompts[:4]} == {"code", "prose", "maths", "summaries"}  # --limit 4 covers all

@@ -13,6 +13,15 @@ from specdec.models import load_preset
 PROMPT = "the cat sat"
 
 
+def truncating_engine(pair: str):
+    """An engine whose draft cuts its q to the top TRUNCATING_TOP_N tokens of a larger
+    vocabulary: "fake" (96 tokens, tests/helpers/fakes.py) or "tiny" (66 tokens)."""
+    from specdec import Engine
+    from tests.helpers.fakes import TRUNCATING, TRUNCATING_TOP_N, fake_engine
+
+    return fake_engine(**TRUNCATING) if pair == "fake" else Engine.from_preset("tiny", proposal_top_n=TRUNCATING_TOP_N)
+
+
 def prompt_of(engine) -> list[int]:
     """PROMPT's ids, or fixed ids for a token-id engine (the fake pair has no tokenizer)."""
     return engine.encode(PROMPT) if engine.tokenizer is not None else [1, 2, 3]

@@ -14,8 +14,9 @@ from types import SimpleNamespace
 
 import torch
 
-from specdec.core import rng
+from specdec.core import rng, sampling
 from specdec.core.acceptance import residual
+from specdec.core.sampling import SparseDist
 
 
 class NGramLM(torch.nn.Module):
@@ -85,9 +86,56 @@ def fake_pair(
     return NGramLM(vocab, order, seed + 1, like=target, mix=mix, sharpness=sharpness), target
 
 
-def fake_engine(**kwargs):
-    """The embedded engine over `fake_pair` (no tokenizer: prompts are token ids; no EOS)."""
+# An engine whose draft cuts q to its top TRUNCATING_TOP_N of 96 tokens while much of its
+# sampling mass lies outside them (~46% under TOP_K_BEYOND_N; acceptance ~0.3), so the
+# truncation of q really matters (docs/algorithms.md §0): fake_engine(**TRUNCATING). Top-k
+# keeps twice the tokens q does; T = 2 also leaves the tiny pair ~15% of q's mass to cut.
+TRUNCATING_TOP_N = 8
+TRUNCATING = dict(vocab=96, mix=0.7, sharpness=4.0, proposal_top_n=TRUNCATING_TOP_N)
+TOP_K_BEYOND_N = dict(temperature=2.0, top_k=16)
+
+
+def fake_engine(cost=None, proposal_top_n: int = 64, **kwargs):
+    """The embedded engine over `fake_pair(**kwargs)` (no tokenizer: prompts are token ids;
+    no EOS); `proposal_top_n` < vocab makes the draft truncate its q (docs/algorithms.md §0)."""
     from specdec import Engine
 
     draft, target = fake_pair(**kwargs)
-    return Engine(draft, target, None, eos_token_ids=[])
+    return Engine(draft, target, None, eos_token_ids=[], cost=cost, proposal_top_n=proposal_top_n)
+
+
+def watch_truncation(monkeypatch, lossy: bool = False) -> list[float]:
+    """Wrap the drafts' proposal truncation (chain and tree drafting): returns a list that
+    gets, per proposal, the mass the cut to the top N dropped from the draft's sampling
+    distribution (so a test can show truncation really mattered).
+
+    lossy=True (negative controls): the verifier ignores the truncation. The draft still
+    samples from its renormalised top N, but every q it made is judged as if it had not been
+    renormalised after the cut, i.e. with the draft's untruncated probabilities of those
+    tokens (q.prob_of and q.dense scaled by the mass kept). Proposals are recognised by
+    their ids in order, which survive the tree drafter rebuilding its SparseDist."""
+    from specdec.gsd import drafting as tree_drafting
+    from specdec.runtime import drafting as chain_drafting
+
+    dropped: list[float] = []
+    kept: dict[tuple[int, ...], float] = {}
+    real = sampling.truncate
+
+    def recording(probs, top_n):
+        q = real(probs, top_n)
+        mass = float(probs.float()[q.token_ids].sum() / probs.float().sum())
+        dropped.append(1.0 - mass)
+        kept[tuple(q.token_ids.tolist())] = mass
+        return q
+
+    for module in (sampling, chain_drafting, tree_drafting):
+        monkeypatch.setattr(module, "truncate", recording)
+    if lossy:
+        prob_of, dense = SparseDist.prob_of, SparseDist.dense
+
+        def scale(q):
+            return kept.get(tuple(q.token_ids.tolist()), 1.0)
+
+        monkeypatch.setattr(SparseDist, "prob_of", lambda q, token: prob_of(q, token) * scale(q))
+        monkeypatch.setattr(SparseDist, "dense", lambda q, vocab: dense(q, vocab) * scale(q))
+    return dropped

@@ -26,3 +26,15 @@ def chi_square_pvalue(samples, expected_probs: dict, min_expected: float = 5.0) 
         exp.append(max(rest_exp, 1e-9))
     exp = np.array(exp) * (n / sum(exp))  # exact totals for scipy
     return float(stats.chisquare(obs, exp).pvalue)
+
+
+def position_pvalues(samples, joint: dict) -> list[float]:
+    """p-values of `samples` (tuples of emitted tokens) against the exact `joint`
+    {(x1, ..., xn): p}: all positions jointly, then each position on its own."""
+    pvalues = [chi_square_pvalue([tuple(s) for s in samples], joint)]
+    for i in range(len(next(iter(joint)))):
+        marginal: dict = {}
+        for outcome, p in joint.items():
+            marginal[outcome[i]] = marginal.get(outcome[i], 0.0) + p
+        pvalues.append(chi_square_pvalue([s[i] for s in samples], marginal))
+    return pvalues

@@ -13,6 +13,7 @@ SCHEDULES = [
     ("sequential", "fixed", 3),
     ("sequential", "heuristic", 2),
     ("sequential", "adaedl", 6),
+    ("sequential", "adaedl_late", 6),  # the earlier AdaEDL rule: its stop rule crosses to the draft worker
     ("pearl", "fixed", 4),
     ("pearl", "heuristic", 3),
     ("pearl", "adaedl", 5),

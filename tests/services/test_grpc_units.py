@@ -11,10 +11,11 @@ from coordinator.requests import ModelLimits, parse_request
 from specdec.models.text import TextStream
 from specdec.client import InvalidRequestError, Stats, build_request
 from specdec.client.errors import DeadlineExceededError, ServerError, error_for
-from specdec.core.policies import StopRule
+from specdec.core.policies import EntropyOf, StopRule
 from specdec.core.request import Mode
 from specdec.core.sampling import SamplingParams, logits_to_probs, truncate
 from specdec.models.tiny import tiny_tokenizer
+from specdec.pb.v1 import common_pb2
 from specdec.pb.v1 import coordinator_pb2 as pb
 from specdec.rpc import convert
 from specdec.runtime.drafting import DraftToken
@@ -25,11 +26,11 @@ LIMITS = ModelLimits(context_length=1024, vocab_size=66, eos_token_ids=(1,), has
 def test_a_proposal_crosses_the_wire_bit_for_bit():
     probs = logits_to_probs(torch.randn(66, generator=torch.Generator().manual_seed(0)) * 3, SamplingParams(0.7))
     q = truncate(probs, 16)
-    token = DraftToken(token=int(q.token_ids[3]), q=q, entropy=1.25, p_accept=None, seconds=0.002)
+    token = DraftToken(token=int(q.token_ids[3]), q=q, entropy=1.25, seconds=0.002)
     back = convert.draft_token_from_pb(convert.draft_token_to_pb(token))
     assert torch.equal(back.q.token_ids, q.token_ids) and torch.equal(back.q.probs, q.probs)
-    assert back.token == token.token and back.p_accept is None and back.seconds == 0.002
-    assert convert.draft_token_from_pb(convert.draft_token_to_pb(DraftToken(5, None, 0.5, 0.9, 0.0))).q is None
+    assert back.token == token.token and back.entropy == 1.25 and back.seconds == 0.002
+    assert convert.draft_token_from_pb(convert.draft_token_to_pb(DraftToken(5, None, 0.5, 0.0))).q is None
 
 
 def test_a_verification_crosses_the_wire_with_its_batch():
@@ -41,8 +42,11 @@ def test_a_verification_crosses_the_wire_with_its_batch():
 
 
 def test_stop_rules_and_sampling_round_trip():
-    for rule in (StopRule(4), StopRule(8, 2, entropy_lambda=0.6), StopRule(20, 2, reject_threshold=0.5)):
+    for rule in (StopRule(4), StopRule(8, 2, entropy_lambda=0.6), StopRule(20, 2, reject_threshold=0.5),
+                 StopRule(8, entropy_lambda=0.6, entropy_of=EntropyOf.DRAFTED)):
         assert convert.rule_from_pb(convert.rule_to_pb(rule)) == rule
+    # a rule from a coordinator that predates entropy_of means the paper's rule
+    assert convert.rule_from_pb(common_pb2.StopRule(max_tokens=3, entropy_lambda=0.6)).entropy_of is EntropyOf.NEXT
     params = SamplingParams(temperature=0.7, top_k=40, top_p=0.9)
     assert convert.sampling_from_pb(convert.sampling_to_pb(params)) == params
 

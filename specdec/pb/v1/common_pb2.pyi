@@ -1,10 +1,20 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class EntropyOf(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ENTROPY_OF_UNSPECIFIED: _ClassVar[EntropyOf]
+    ENTROPY_OF_NEXT: _ClassVar[EntropyOf]
+    ENTROPY_OF_DRAFTED: _ClassVar[EntropyOf]
+ENTROPY_OF_UNSPECIFIED: EntropyOf
+ENTROPY_OF_NEXT: EntropyOf
+ENTROPY_OF_DRAFTED: EntropyOf
 
 class SamplingParams(_message.Message):
     __slots__ = ("temperature", "top_k", "top_p")
@@ -17,16 +27,18 @@ class SamplingParams(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ...) -> None: ...
 
 class StopRule(_message.Message):
-    __slots__ = ("max_tokens", "min_tokens", "entropy_lambda", "reject_threshold")
+    __slots__ = ("max_tokens", "min_tokens", "entropy_lambda", "reject_threshold", "entropy_of")
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MIN_TOKENS_FIELD_NUMBER: _ClassVar[int]
     ENTROPY_LAMBDA_FIELD_NUMBER: _ClassVar[int]
     REJECT_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    ENTROPY_OF_FIELD_NUMBER: _ClassVar[int]
     max_tokens: int
     min_tokens: int
     entropy_lambda: float
     reject_threshold: float
-    def __init__(self, max_tokens: _Optional[int] = ..., min_tokens: _Optional[int] = ..., entropy_lambda: _Optional[float] = ..., reject_threshold: _Optional[float] = ...) -> None: ...
+    entropy_of: EntropyOf
+    def __init__(self, max_tokens: _Optional[int] = ..., min_tokens: _Optional[int] = ..., entropy_lambda: _Optional[float] = ..., reject_threshold: _Optional[float] = ..., entropy_of: _Optional[_Union[EntropyOf, str]] = ...) -> None: ...
 
 class Proposal(_message.Message):
     __slots__ = ("token_ids", "probs")
@@ -53,7 +65,7 @@ class TreeParams(_message.Message):
     def __init__(self, width: _Optional[int] = ..., depth: _Optional[int] = ..., max_nodes: _Optional[int] = ..., sibling_threshold: _Optional[float] = ..., prob_threshold: _Optional[float] = ..., merge_context: _Optional[int] = ...) -> None: ...
 
 class DraftTree(_message.Message):
-    __slots__ = ("tokens", "parents", "proposals", "root_proposal", "proposal_ids", "dag_nodes", "merged_nodes")
+    __slots__ = ("tokens", "parents", "proposals", "root_proposal", "proposal_ids", "dag_nodes", "merged_nodes", "saved_rows", "saved_forwards")
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     PARENTS_FIELD_NUMBER: _ClassVar[int]
     PROPOSALS_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +73,8 @@ class DraftTree(_message.Message):
     PROPOSAL_IDS_FIELD_NUMBER: _ClassVar[int]
     DAG_NODES_FIELD_NUMBER: _ClassVar[int]
     MERGED_NODES_FIELD_NUMBER: _ClassVar[int]
+    SAVED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    SAVED_FORWARDS_FIELD_NUMBER: _ClassVar[int]
     tokens: _containers.RepeatedScalarFieldContainer[int]
     parents: _containers.RepeatedScalarFieldContainer[int]
     proposals: _containers.RepeatedCompositeFieldContainer[Proposal]
@@ -68,7 +82,9 @@ class DraftTree(_message.Message):
     proposal_ids: _containers.RepeatedScalarFieldContainer[int]
     dag_nodes: int
     merged_nodes: int
-    def __init__(self, tokens: _Optional[_Iterable[int]] = ..., parents: _Optional[_Iterable[int]] = ..., proposals: _Optional[_Iterable[_Union[Proposal, _Mapping]]] = ..., root_proposal: _Optional[int] = ..., proposal_ids: _Optional[_Iterable[int]] = ..., dag_nodes: _Optional[int] = ..., merged_nodes: _Optional[int] = ...) -> None: ...
+    saved_rows: int
+    saved_forwards: int
+    def __init__(self, tokens: _Optional[_Iterable[int]] = ..., parents: _Optional[_Iterable[int]] = ..., proposals: _Optional[_Iterable[_Union[Proposal, _Mapping]]] = ..., root_proposal: _Optional[int] = ..., proposal_ids: _Optional[_Iterable[int]] = ..., dag_nodes: _Optional[int] = ..., merged_nodes: _Optional[int] = ..., saved_rows: _Optional[int] = ..., saved_forwards: _Optional[int] = ...) -> None: ...
 
 class WorkerInfo(_message.Message):
     __slots__ = ("role", "model_name", "preset", "vocab_size", "context_length", "eos_token_ids", "hidden_size", "has_acceptance_head", "sessions", "evictions", "max_sessions", "proposal_top_n", "cost_profile", "max_batch", "budgeted_forwards", "overrun_forwards", "device", "host")

@@ -25,6 +25,7 @@ class Policy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     POLICY_ADAEDL: _ClassVar[Policy]
     POLICY_SPECDECPP: _ClassVar[Policy]
     POLICY_AUTO: _ClassVar[Policy]
+    POLICY_ADAEDL_LATE: _ClassVar[Policy]
 
 class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -44,6 +45,7 @@ POLICY_HEURISTIC: Policy
 POLICY_ADAEDL: Policy
 POLICY_SPECDECPP: Policy
 POLICY_AUTO: Policy
+POLICY_ADAEDL_LATE: Policy
 FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason
@@ -84,7 +86,7 @@ class GenerateRequest(_message.Message):
     def __init__(self, prompt: _Optional[str] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., max_new_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., seed: _Optional[int] = ..., mode: _Optional[_Union[Mode, str]] = ..., policy: _Optional[_Union[Policy, str]] = ..., draft_length: _Optional[int] = ..., threshold: _Optional[float] = ..., ignore_eos: _Optional[bool] = ..., chat: _Optional[bool] = ..., stop: _Optional[_Iterable[str]] = ..., tree: _Optional[_Union[_common_pb2.TreeParams, _Mapping]] = ...) -> None: ...
 
 class GenerationStats(_message.Message):
-    __slots__ = ("tokens", "prompt_tokens", "rounds", "draft_tokens", "accepted_tokens", "emitted_tokens", "acceptance_rate", "mean_acceptance_length", "time_to_first_token_s", "wall_s", "draft_compute_s", "target_compute_s", "network_s", "critical_compute_s", "reprefills", "draft_fallback", "seed", "tree_nodes", "dag_nodes", "merged_nodes", "mode_run", "auto_k_rounds")
+    __slots__ = ("tokens", "prompt_tokens", "rounds", "draft_tokens", "accepted_tokens", "emitted_tokens", "acceptance_rate", "mean_acceptance_length", "time_to_first_token_s", "wall_s", "draft_compute_s", "target_compute_s", "network_s", "critical_compute_s", "reprefills", "draft_fallback", "seed", "tree_nodes", "dag_nodes", "merged_nodes", "mode_run", "auto_k_rounds", "saved_rows", "saved_forwards")
     class AutoKRoundsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +116,8 @@ class GenerationStats(_message.Message):
     MERGED_NODES_FIELD_NUMBER: _ClassVar[int]
     MODE_RUN_FIELD_NUMBER: _ClassVar[int]
     AUTO_K_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    SAVED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    SAVED_FORWARDS_FIELD_NUMBER: _ClassVar[int]
     tokens: int
     prompt_tokens: int
     rounds: int
@@ -136,7 +140,9 @@ class GenerationStats(_message.Message):
     merged_nodes: int
     mode_run: str
     auto_k_rounds: _containers.ScalarMap[int, int]
-    def __init__(self, tokens: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., rounds: _Optional[int] = ..., draft_tokens: _Optional[int] = ..., accepted_tokens: _Optional[int] = ..., emitted_tokens: _Optional[int] = ..., acceptance_rate: _Optional[float] = ..., mean_acceptance_length: _Optional[float] = ..., time_to_first_token_s: _Optional[float] = ..., wall_s: _Optional[float] = ..., draft_compute_s: _Optional[float] = ..., target_compute_s: _Optional[float] = ..., network_s: _Optional[float] = ..., critical_compute_s: _Optional[float] = ..., reprefills: _Optional[int] = ..., draft_fallback: _Optional[bool] = ..., seed: _Optional[int] = ..., tree_nodes: _Optional[int] = ..., dag_nodes: _Optional[int] = ..., merged_nodes: _Optional[int] = ..., mode_run: _Optional[str] = ..., auto_k_rounds: _Optional[_Mapping[int, int]] = ...) -> None: ...
+    saved_rows: int
+    saved_forwards: int
+    def __init__(self, tokens: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., rounds: _Optional[int] = ..., draft_tokens: _Optional[int] = ..., accepted_tokens: _Optional[int] = ..., emitted_tokens: _Optional[int] = ..., acceptance_rate: _Optional[float] = ..., mean_acceptance_length: _Optional[float] = ..., time_to_first_token_s: _Optional[float] = ..., wall_s: _Optional[float] = ..., draft_compute_s: _Optional[float] = ..., target_compute_s: _Optional[float] = ..., network_s: _Optional[float] = ..., critical_compute_s: _Optional[float] = ..., reprefills: _Optional[int] = ..., draft_fallback: _Optional[bool] = ..., seed: _Optional[int] = ..., tree_nodes: _Optional[int] = ..., dag_nodes: _Optional[int] = ..., merged_nodes: _Optional[int] = ..., mode_run: _Optional[str] = ..., auto_k_rounds: _Optional[_Mapping[int, int]] = ..., saved_rows: _Optional[int] = ..., saved_forwards: _Optional[int] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
     __slots__ = ("text", "token_ids", "finish_reason", "stats")

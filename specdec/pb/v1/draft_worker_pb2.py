@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from specdec.pb.v1 import common_pb2 as specdec_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dspecdec/v1/draft_worker.proto\x12\nspecdec.v1\x1a\x17specdec/v1/common.proto\"\xa1\x01\n\x0c\x44raftRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\r\x12\x0e\n\x06tokens\x18\x03 \x03(\x05\x12\"\n\x04rule\x18\x04 \x01(\x0b\x32\x14.specdec.v1.StopRule\x12,\n\x08sampling\x18\x05 \x01(\x0b\x32\x1a.specdec.v1.SamplingParams\x12\x0c\n\x04seed\x18\x06 \x01(\x04\"\x8d\x01\n\nDraftToken\x12\x10\n\x08token_id\x18\x01 \x01(\x05\x12\x1f\n\x01q\x18\x02 \x01(\x0b\x32\x14.specdec.v1.Proposal\x12\x0f\n\x07\x65ntropy\x18\x03 \x01(\x02\x12\x15\n\x08p_accept\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x17\n\x0f\x63ompute_seconds\x18\x05 \x01(\x01\x42\x0b\n\t_p_accept\"\xa7\x01\n\x10\x44raftTreeRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\r\x12\x0e\n\x06tokens\x18\x03 \x03(\x05\x12$\n\x04tree\x18\x04 \x01(\x0b\x32\x16.specdec.v1.TreeParams\x12,\n\x08sampling\x18\x05 \x01(\x0b\x32\x1a.specdec.v1.SamplingParams\x12\x0c\n\x04seed\x18\x06 \x01(\x04\"Q\n\x11\x44raftTreeResponse\x12#\n\x04tree\x18\x01 \x01(\x0b\x32\x15.specdec.v1.DraftTree\x12\x17\n\x0f\x63ompute_seconds\x18\x02 \x01(\x01\"}\n\x0c\x44raftCommand\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\x0c\n\x04stop\x18\x03 \x01(\x08\x12\'\n\x05\x64raft\x18\x04 \x01(\x0b\x32\x18.specdec.v1.DraftRequest\x12\x13\n\x0btraceparent\x18\x05 \x01(\t\"T\n\x0f\x44raftStreamItem\x12\r\n\x05round\x18\x01 \x01(\r\x12%\n\x05token\x18\x02 \x01(\x0b\x32\x16.specdec.v1.DraftToken\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x08\x32\xe1\x02\n\x0b\x44raftWorker\x12;\n\x05\x44raft\x12\x18.specdec.v1.DraftRequest\x1a\x16.specdec.v1.DraftToken0\x01\x12H\n\x0b\x44raftStream\x12\x18.specdec.v1.DraftCommand\x1a\x1b.specdec.v1.DraftStreamItem(\x01\x30\x01\x12H\n\tDraftTree\x12\x1c.specdec.v1.DraftTreeRequest\x1a\x1d.specdec.v1.DraftTreeResponse\x12\x42\n\x07Release\x12\x1a.specdec.v1.ReleaseRequest\x1a\x1b.specdec.v1.ReleaseResponse\x12=\n\x07GetInfo\x12\x1a.specdec.v1.GetInfoRequest\x1a\x16.specdec.v1.WorkerInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dspecdec/v1/draft_worker.proto\x12\nspecdec.v1\x1a\x17specdec/v1/common.proto\"\xa1\x01\n\x0c\x44raftRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\r\x12\x0e\n\x06tokens\x18\x03 \x03(\x05\x12\"\n\x04rule\x18\x04 \x01(\x0b\x32\x14.specdec.v1.StopRule\x12,\n\x08sampling\x18\x05 \x01(\x0b\x32\x1a.specdec.v1.SamplingParams\x12\x0c\n\x04seed\x18\x06 \x01(\x04\"y\n\nDraftToken\x12\x10\n\x08token_id\x18\x01 \x01(\x05\x12\x1f\n\x01q\x18\x02 \x01(\x0b\x32\x14.specdec.v1.Proposal\x12\x0f\n\x07\x65ntropy\x18\x03 \x01(\x02\x12\x17\n\x0f\x63ompute_seconds\x18\x05 \x01(\x01J\x04\x08\x04\x10\x05R\x08p_accept\"\xa7\x01\n\x10\x44raftTreeRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\r\x12\x0e\n\x06tokens\x18\x03 \x03(\x05\x12$\n\x04tree\x18\x04 \x01(\x0b\x32\x16.specdec.v1.TreeParams\x12,\n\x08sampling\x18\x05 \x01(\x0b\x32\x1a.specdec.v1.SamplingParams\x12\x0c\n\x04seed\x18\x06 \x01(\x04\"Q\n\x11\x44raftTreeResponse\x12#\n\x04tree\x18\x01 \x01(\x0b\x32\x15.specdec.v1.DraftTree\x12\x17\n\x0f\x63ompute_seconds\x18\x02 \x01(\x01\"}\n\x0c\x44raftCommand\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\r\x12\x0c\n\x04stop\x18\x03 \x01(\x08\x12\'\n\x05\x64raft\x18\x04 \x01(\x0b\x32\x18.specdec.v1.DraftRequest\x12\x13\n\x0btraceparent\x18\x05 \x01(\t\"T\n\x0f\x44raftStreamItem\x12\r\n\x05round\x18\x01 \x01(\r\x12%\n\x05token\x18\x02 \x01(\x0b\x32\x16.specdec.v1.DraftToken\x12\x0b\n\x03\x65nd\x18\x03 \x01(\x08\x32\xe1\x02\n\x0b\x44raftWorker\x12;\n\x05\x44raft\x12\x18.specdec.v1.DraftRequest\x1a\x16.specdec.v1.DraftToken0\x01\x12H\n\x0b\x44raftStream\x12\x18.specdec.v1.DraftCommand\x1a\x1b.specdec.v1.DraftStreamItem(\x01\x30\x01\x12H\n\tDraftTree\x12\x1c.specdec.v1.DraftTreeRequest\x1a\x1d.specdec.v1.DraftTreeResponse\x12\x42\n\x07Release\x12\x1a.specdec.v1.ReleaseRequest\x1a\x1b.specdec.v1.ReleaseResponse\x12=\n\x07GetInfo\x12\x1a.specdec.v1.GetInfoRequest\x1a\x16.specdec.v1.WorkerInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,16 +34,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DRAFTREQUEST']._serialized_start=71
   _globals['_DRAFTREQUEST']._serialized_end=232
-  _globals['_DRAFTTOKEN']._serialized_start=235
-  _globals['_DRAFTTOKEN']._serialized_end=376
-  _globals['_DRAFTTREEREQUEST']._serialized_start=379
-  _globals['_DRAFTTREEREQUEST']._serialized_end=546
-  _globals['_DRAFTTREERESPONSE']._serialized_start=548
-  _globals['_DRAFTTREERESPONSE']._serialized_end=629
-  _globals['_DRAFTCOMMAND']._serialized_start=631
-  _globals['_DRAFTCOMMAND']._serialized_end=756
-  _globals['_DRAFTSTREAMITEM']._serialized_start=758
-  _globals['_DRAFTSTREAMITEM']._serialized_end=842
-  _globals['_DRAFTWORKER']._serialized_start=845
-  _globals['_DRAFTWORKER']._serialized_end=1198
+  _globals['_DRAFTTOKEN']._serialized_start=234
+  _globals['_DRAFTTOKEN']._serialized_end=355
+  _globals['_DRAFTTREEREQUEST']._serialized_start=358
+  _globals['_DRAFTTREEREQUEST']._serialized_end=525
+  _globals['_DRAFTTREERESPONSE']._serialized_start=527
+  _globals['_DRAFTTREERESPONSE']._serialized_end=608
+  _globals['_DRAFTCOMMAND']._serialized_start=610
+  _globals['_DRAFTCOMMAND']._serialized_end=735
+  _globals['_DRAFTSTREAMITEM']._serialized_start=737
+  _globals['_DRAFTSTREAMITEM']._serialized_end=821
+  _globals['_DRAFTWORKER']._serialized_start=824
+  _globals['_DRAFTWORKER']._serialized_end=1177
 # @@protoc_insertion_point(module_scope)

@@ -24,18 +24,16 @@ class DraftRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., start: _Optional[int] = ..., tokens: _Optional[_Iterable[int]] = ..., rule: _Optional[_Union[_common_pb2.StopRule, _Mapping]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class DraftToken(_message.Message):
-    __slots__ = ("token_id", "q", "entropy", "p_accept", "compute_seconds")
+    __slots__ = ("token_id", "q", "entropy", "compute_seconds")
     TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     Q_FIELD_NUMBER: _ClassVar[int]
     ENTROPY_FIELD_NUMBER: _ClassVar[int]
-    P_ACCEPT_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     token_id: int
     q: _common_pb2.Proposal
     entropy: float
-    p_accept: float
     compute_seconds: float
-    def __init__(self, token_id: _Optional[int] = ..., q: _Optional[_Union[_common_pb2.Proposal, _Mapping]] = ..., entropy: _Optional[float] = ..., p_accept: _Optional[float] = ..., compute_seconds: _Optional[float] = ...) -> None: ...
+    def __init__(self, token_id: _Optional[int] = ..., q: _Optional[_Union[_common_pb2.Proposal, _Mapping]] = ..., entropy: _Optional[float] = ..., compute_seconds: _Optional[float] = ...) -> None: ...
 
 class DraftTreeRequest(_message.Message):
     __slots__ = ("session_id", "start", "tokens", "tree", "sampling", "seed")
