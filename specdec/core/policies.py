@@ -170,7 +170,7 @@ class SpecDecPP(DraftLengthPolicy):
 
     k_max: int = SPECDECPP_K_MAX
     k_min: int = 2
-    threshold: float = 0.5
+    threshold: float = 0.7  # the best of 0.3-0.8 on the real pair (BENCHMARKS.md §10)
     name = PolicyName.SPECDECPP
 
     def rule(self, limit: int) -> StopRule:
@@ -291,4 +291,6 @@ def make_policy(
         return AdaEDL(k_max=draft_length, entropy_of=EntropyOf.DRAFTED if late else EntropyOf.NEXT)
     if which is PolicyName.AUTO:
         return Auto(k_max=draft_length, speed=speed, mode=mode, start=min(4, draft_length))
-    return SpecDecPP(k_max=draft_length, threshold=0.5 if threshold is None else threshold)
+    if threshold is None:
+        return SpecDecPP(k_max=draft_length)
+    return SpecDecPP(k_max=draft_length, threshold=threshold)

@@ -59,7 +59,8 @@ def sampled_tree() -> DraftTree:
     gen = torch.Generator().manual_seed(0)
     qs = [truncate(logits_to_probs(torch.randn(66, generator=gen) * 3, SamplingParams(0.7)), 16) for _ in range(2)]
     tokens = [int(qs[0].token_ids[0]), int(qs[0].token_ids[1]), int(qs[1].token_ids[2])]
-    return DraftTree(tokens, [ROOT, ROOT, 0], qs, 0, [1, -1, -1], dag_nodes=3, merged_nodes=1, seconds=0.25)
+    return DraftTree(tokens, [ROOT, ROOT, 0], qs, 0, [1, -1, -1], dag_nodes=3, merged_nodes=1, seconds=0.25,
+                     saved_rows=2, saved_forwards=1)
 
 
 def test_a_draft_tree_crosses_the_wire_bit_for_bit():
@@ -68,7 +69,7 @@ def test_a_draft_tree_crosses_the_wire_bit_for_bit():
     assert (back.tokens, back.parents, back.root_proposal, back.proposal_ids) == (
         tree.tokens, tree.parents, tree.root_proposal, tree.proposal_ids,
     )
-    assert (back.dag_nodes, back.merged_nodes, back.seconds) == (3, 1, 0.25)
+    assert (back.dag_nodes, back.merged_nodes, back.seconds, back.saved_rows, back.saved_forwards) == (3, 1, 0.25, 2, 1)
     for q, q_back in zip(tree.proposals, back.proposals, strict=True):
         assert torch.equal(q.token_ids, q_back.token_ids) and torch.equal(q.probs, q_back.probs)
     back.validate(66, sampled=True)

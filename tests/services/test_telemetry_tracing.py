@@ -154,6 +154,24 @@ def test_embedded_engine_traces_the_core_alone(span_collector):
     assert len([s for s in got if s.name == "specdec.round"]) == result.stats.rounds
 
 
+def test_gsd_draft_spans_say_what_merging_saved(span_collector):
+    from specdec import Engine
+
+    span_collector.clear()
+    result = Engine.from_preset("tiny", seed=0).generate(
+        "the the the the", max_new_tokens=24, mode="gsd", ignore_eos=True, tree_width=4, tree_nodes=48,
+        sibling_threshold=0.0, prob_threshold=0.0, merge_context=0,
+    )
+    request = _one(span_collector.spans(), "specdec.request")
+    drafts = [s for s in span_collector.spans() if s.context.trace_id == request.context.trace_id
+              and s.name == "specdec.draft"]
+    assert len(drafts) == result.stats.rounds
+    for key, total in [(names.MERGED_NODES, result.stats.merged_nodes), (names.SAVED_ROWS, result.stats.saved_rows),
+                       (names.SAVED_FORWARDS, result.stats.saved_forwards), (names.DAG_NODES, result.stats.dag_nodes)]:
+        assert sum(s.attributes[key] for s in drafts) == total
+    assert result.stats.merged_nodes > 0 and result.stats.saved_rows > 0  # this shape merges: not vacuous
+
+
 def test_generate_trace_prints_the_span_tree(inprocess_stack):
     from typer.testing import CliRunner
 
