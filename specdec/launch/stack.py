@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from specdec.rpc.health import is_serving
+from specdec.rpc.serving import PARENT_PID_ENV
 
 HOST = "127.0.0.1"
 # Env vars of the services' security flags: a stack sets them itself (empty = off).
@@ -72,7 +73,8 @@ class Service:
         return f"{HOST}:{self.port}"
 
     def start(self) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
+        # the service exits when this process dies, however it dies (specdec.rpc.serving.watch_parent)
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **{PARENT_PID_ENV: str(os.getpid())}, **self.env)
         command = [sys.executable, "-m", self.module, "--host", HOST, "--port", str(self.port), *self.args]
         with open(self.log_path, "ab") as log:
             # own session: a terminal's Ctrl-C reaches only the parent, which stops us in order

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,12 @@ from grpc_reflection.v1alpha import reflection
 from specdec.rpc.security import ServerSecurity
 
 log = logging.getLogger(__name__)
+
+# Set by a launcher (specdec up, the process stack) in each service's environment: the pid of
+# the launcher, whose death (SIGKILL, an OOM kill, a closed terminal) must take the service down
+# with it instead of leaving an orphan holding a model in memory.
+PARENT_PID_ENV = "SPECDEC_PARENT_PID"
+PARENT_POLL_S = 0.5
 
 # Registers a servicer on a server: (server) -> None
 Registration = Callable[[grpc.aio.Server], None]
@@ -185,10 +192,32 @@ async def serve_until_signal(starting: Awaitable[Running], grace_s: float) -> No
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    watch = asyncio.create_task(watch_parent(launcher_pid(), stop))
     try:
         await stop.wait()
         log.info("shutting down (grace %.1fs)", grace_s)
     finally:
+        watch.cancel()
         await running.stop(grace_s)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+def launcher_pid() -> int | None:
+    """The launcher this process must not outlive (PARENT_PID_ENV), if one started it."""
+    value = os.environ.get(PARENT_PID_ENV, "")
+    return int(value) if value.isdigit() else None
+
+
+async def watch_parent(pid: int | None, stop: asyncio.Event) -> None:
+    """Set `stop` once the launcher `pid` is no longer this process's parent: it died and we
+    were handed to init (or a subreaper). A parent-pid watch, not PR_SET_PDEATHSIG: that fires
+    when the launcher's forking *thread* ends and is Linux-only."""
+    if pid is None:
+        return
+    while not stop.is_set():
+        if os.getppid() != pid:
+            log.warning("the launcher (pid %d) is gone: shutting down", pid)
+            stop.set()
+            return
+        await asyncio.sleep(PARENT_POLL_S)
