@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from coordinator.admission import RetryAfter
 from coordinator.discovery import DiscoveryConfig
 from specdec.rpc.security import ServerTLS
 from specdec.telemetry.config import TelemetryConfig
@@ -21,7 +22,8 @@ class CoordinatorConfig:
     preset: str = "qwen-coder"  # whose tokenizer to load: tiny | qwen-coder
     tokenizer: str | None = None  # the target's tokenizer folder / .gguf (workers started with --model)
     threads: int | None = 1  # torch threads (the coordinator only does bookkeeping)
-    max_concurrent_requests: int = 64  # more get RESOURCE_EXHAUSTED
+    max_concurrent_requests: int = 64  # more get RESOURCE_EXHAUSTED, with a retry-after-ms hint
+    retry_after: RetryAfter = RetryAfter()  # how that hint is estimated (coordinator/admission.py)
     target_retry_s: float = 10.0  # how long a request waits for some target replica to answer
     startup_timeout_s: float = 120.0  # how long to wait for the workers at startup
     grace_s: float = 5.0  # drain time on SIGTERM

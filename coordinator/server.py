@@ -8,12 +8,13 @@ import logging
 
 import grpc
 
+from coordinator.admission import Overloaded
 from coordinator.config import CoordinatorConfig
 from coordinator.discovery import Discovery
 from coordinator.metrics import RequestMetrics
 from coordinator.remote import Workers
 from coordinator.requests import ModelLimits, mode_names, policy_names
-from coordinator.servicer import CoordinatorServicer, Overloaded
+from coordinator.servicer import CoordinatorServicer
 from specdec.backend.endpoints import EndpointUnavailable
 from specdec.models.presets import Preset, set_threads
 from specdec.pb.v1 import coordinator_pb2, coordinator_pb2_grpc
@@ -96,7 +97,7 @@ async def build_servicer(
         target_addresses=config.target,
         max_concurrent_requests=config.max_concurrent_requests,
     )
-    return CoordinatorServicer(tokenizer, workers, limits, info, metrics)
+    return CoordinatorServicer(tokenizer, workers, limits, info, metrics, config.retry_after)
 
 
 async def start(config: CoordinatorConfig, telemetry: ServiceTelemetry | None = None) -> Running:

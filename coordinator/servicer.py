@@ -14,6 +14,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import AsyncIterator
 
+from coordinator.admission import Admission, Overloaded, RetryAfter
 from coordinator.metrics import RequestMetrics
 from coordinator.remote import Workers
 from coordinator.requests import (
@@ -29,42 +30,49 @@ from specdec.loop.generate import generate
 from specdec.models.text import TextStream
 from specdec.pb.v1 import common_pb2, coordinator_pb2_grpc
 from specdec.pb.v1 import coordinator_pb2 as pb
+from specdec.rpc.retry_after import retry_after_metadata
 
 log = logging.getLogger(__name__)
-
-
-class Overloaded(RuntimeError):
-    """The coordinator is at its concurrency limit (RESOURCE_EXHAUSTED)."""
-
 
 class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
     def __init__(
         self, tokenizer, workers: Workers, limits: ModelLimits, info: pb.CoordinatorInfo,
-        metrics: RequestMetrics | None = None,
+        metrics: RequestMetrics | None = None, retry_after: RetryAfter = RetryAfter(),
     ):
         self.tokenizer = tokenizer
         self._tokenizer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize")
         self.workers = workers
         self.limits = limits
         self.info = info
-        self.active = 0  # requests running now
+        self.admission = Admission(info.max_concurrent_requests, retry_after)
         self.metrics = metrics if metrics is not None else RequestMetrics()
         self.metrics.watch(lambda: self.active)
 
+    @property
+    def active(self) -> int:
+        """Requests running now."""
+        return self.admission.running
+
     async def Generate(self, request: pb.GenerateRequest, context) -> AsyncIterator[pb.GenerateResponse]:
-        async for response in self.metrics.observe(request, self._serve(request)):
+        async for response in self.metrics.observe(request, self._serve(request, context)):
             yield response
 
     async def Complete(self, request: pb.GenerateRequest, context) -> pb.CompleteResponse:
-        return flatten([response async for response in self.metrics.observe(request, self._serve(request))])
+        responses = self.metrics.observe(request, self._serve(request, context))
+        return flatten([response async for response in responses])
 
     async def GetInfo(self, request: common_pb2.GetInfoRequest, context) -> pb.CoordinatorInfo:
         return self.info
 
-    async def _serve(self, msg: pb.GenerateRequest) -> AsyncIterator[pb.GenerateResponse]:
-        if self.active >= self.info.max_concurrent_requests:
-            raise Overloaded(f"the coordinator is serving its limit of {self.active} requests: retry later")
-        self.active += 1
+    async def _serve(self, msg: pb.GenerateRequest, context=None) -> AsyncIterator[pb.GenerateResponse]:
+        try:
+            began = self.admission.enter()
+        except Overloaded as exc:
+            # Trailing metadata set before the error escapes: the error interceptor's abort
+            # (specdec/rpc/serving.py) sends what was set along with the status.
+            if context is not None:
+                context.set_trailing_metadata(retry_after_metadata(exc.retry_after_ms))
+            raise
         try:
             # Tokenising a long prompt takes a while: off the event loop, so other requests
             # keep streaming; one thread, because a tokenizer is not safe to share across threads.
@@ -74,7 +82,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
             async for response in run_request(parsed, self.tokenizer, self.workers, self.limits, self.metrics):
                 yield response
         finally:
-            self.active -= 1
+            self.admission.leave(began)
 
 
 async def run_request(

@@ -13,7 +13,7 @@ from typing import AsyncIterator, Sequence
 import grpc
 
 from specdec.client import tracing as _tracing
-from specdec.client.client import Deadline, backoff_delay, retryable
+from specdec.client.client import Deadline, retry_delay
 from specdec.client.errors import from_rpc_error
 from specdec.client.types import Chunk, Completion, Info, build_request
 from specdec.pb.v1 import common_pb2, coordinator_pb2_grpc
@@ -55,11 +55,12 @@ class AsyncClient:
                     yield Chunk.from_pb(message)
                 return
             except grpc.aio.AioRpcError as exc:
-                if not retryable(exc, attempt, self.retries, received):
+                delay = retry_delay(exc, attempt, self.retries, received, deadline)
+                if delay is None:
                     raise from_rpc_error(exc) from None
             finally:
                 call.cancel()
-            await asyncio.sleep(backoff_delay(attempt))
+            await asyncio.sleep(delay)
             attempt += 1
 
     async def complete(self, prompt: str | Sequence[int], **params) -> Completion:
@@ -75,9 +76,10 @@ class AsyncClient:
             try:
                 return await method(request, timeout=deadline.left())
             except grpc.aio.AioRpcError as exc:
-                if not retryable(exc, attempt, self.retries, received=False):
+                delay = retry_delay(exc, attempt, self.retries, False, deadline)
+                if delay is None:
                     raise from_rpc_error(exc) from None
-            await asyncio.sleep(backoff_delay(attempt))
+            await asyncio.sleep(delay)
 
     async def close(self) -> None:
         await self._channel.close()

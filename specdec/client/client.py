@@ -15,13 +15,15 @@ from typing import Iterator, Sequence
 import grpc
 
 from specdec.client import tracing as _tracing
-from specdec.client.errors import from_rpc_error
+from specdec.client.errors import from_rpc_error, trailing_metadata
 from specdec.client.types import Chunk, Completion, Info, build_request
 from specdec.pb.v1 import common_pb2, coordinator_pb2_grpc
+from specdec.rpc.retry_after import retry_after_s
 from specdec.rpc.security import client_tls, open_channel
 
 BACKOFF_S = 0.1  # first retry delay; doubles per retry
 MAX_BACKOFF_S = 2.0
+HINT_JITTER = 0.1  # a server's retry hint is waited out plus up to this fraction
 
 
 def backoff_delay(attempt: int) -> float:
@@ -39,14 +41,37 @@ class Deadline:
         return None if self.at is None else max(0.0, self.at - time.monotonic())
 
 
-def retryable(exc: grpc.RpcError, attempt: int, retries: int, received: bool) -> bool:
-    """Retry UNAVAILABLE until `retries` are spent, but never once tokens were received."""
-    return exc.code() == grpc.StatusCode.UNAVAILABLE and attempt < retries and not received
+def retry_delay(exc: grpc.RpcError, attempt: int, retries: int, received: bool, deadline: Deadline) -> float | None:
+    """Seconds to wait before retrying the call that failed with `exc` (retry `attempt`,
+    0-based), or None to give up and raise it.
+
+    UNAVAILABLE waits an exponential backoff; RESOURCE_EXHAUSTED waits the coordinator's
+    `retry-after-ms` hint (a little more, so clients refused together do not all come
+    back at once) and is not retried without one: gRPC's own RESOURCE_EXHAUSTED, such as
+    a message over the size limit, would fail again. Never once tokens were received
+    (they cannot be taken back), never past `retries`, and never when the wait would end
+    after the request's deadline: retries share the one deadline, which they never extend,
+    and failing now with the real cause beats a DEADLINE_EXCEEDED later."""
+    if received or attempt >= retries:
+        return None
+    code = exc.code()
+    if code == grpc.StatusCode.UNAVAILABLE:
+        delay = backoff_delay(attempt)
+    elif code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        hint = retry_after_s(trailing_metadata(exc))
+        if hint is None:
+            return None
+        delay = hint * random.uniform(1.0, 1.0 + HINT_JITTER)
+    else:
+        return None
+    left = deadline.left()
+    return None if left is not None and delay >= left else delay
 
 
 class Client:
     """A blocking client of the Coordinator service; `timeout` (s) bounds each request,
-    `retries` is how often UNAVAILABLE is retried (with backoff) before any token came.
+    `retries` is how often UNAVAILABLE (with backoff) and RESOURCE_EXHAUSTED (after the
+    coordinator's retry hint) are retried before any token came, within `timeout`.
     `tracing`: a client span per call, its context sent along (None: when an OpenTelemetry
     SDK TracerProvider is installed, or `tracer_provider` is given).
     Security (specdec.rpc.security): `tls_ca` verifies the coordinator's certificate (TLS
@@ -83,11 +108,12 @@ class Client:
                     yield Chunk.from_pb(message)
                 return
             except grpc.RpcError as exc:
-                if not retryable(exc, attempt, self.retries, received):
+                delay = retry_delay(exc, attempt, self.retries, received, deadline)
+                if delay is None:
                     raise from_rpc_error(exc) from None
             finally:
                 call.cancel()
-            time.sleep(backoff_delay(attempt))
+            time.sleep(delay)
             attempt += 1
 
     def complete(self, prompt: str | Sequence[int], **params) -> Completion:
@@ -104,9 +130,10 @@ class Client:
             try:
                 return method(request, timeout=deadline.left())
             except grpc.RpcError as exc:
-                if not retryable(exc, attempt, self.retries, received=False):
+                delay = retry_delay(exc, attempt, self.retries, False, deadline)
+                if delay is None:
                     raise from_rpc_error(exc) from None
-            time.sleep(backoff_delay(attempt))
+            time.sleep(delay)
 
     def close(self) -> None:
         self._channel.close()

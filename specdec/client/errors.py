@@ -6,6 +6,8 @@ or `except TimeoutError` works too.
 
 from __future__ import annotations
 
+from specdec.rpc.retry_after import retry_after_s
+
 
 class SpecdecError(Exception):
     """Base class; `code` is the gRPC status name, `details` the server's message."""
@@ -26,9 +28,12 @@ class InvalidRequestError(SpecdecError, ValueError):
 
 
 class OverloadedError(SpecdecError):
-    """RESOURCE_EXHAUSTED: the coordinator is at its concurrency limit; retry later."""
+    """RESOURCE_EXHAUSTED: the coordinator is at its concurrency limit. `retry_after_s` is
+    its estimate of when a slot frees (trailing metadata `retry-after-ms`; None if it sent
+    none). The SDK has already waited and retried while `retries` and the timeout allowed."""
 
     code = "RESOURCE_EXHAUSTED"
+    retry_after_s: float | None = None
 
 
 class UnavailableError(SpecdecError, ConnectionError):
@@ -72,6 +77,17 @@ def error_for(code: str, details: str) -> SpecdecError:
     return cls(details, code=code)
 
 
+def trailing_metadata(exc) -> tuple:
+    """A failed call's trailing metadata as (key, value) pairs; () when it has none to give."""
+    try:
+        return tuple(exc.trailing_metadata() or ())
+    except (AttributeError, TypeError, ValueError):  # not a call object (a test's fake), or no metadata yet
+        return ()
+
+
 def from_rpc_error(exc) -> SpecdecError:
     """A grpc.RpcError (sync or aio) as a typed error."""
-    return error_for(exc.code().name, exc.details() or "")
+    error = error_for(exc.code().name, exc.details() or "")
+    if isinstance(error, OverloadedError):
+        error.retry_after_s = retry_after_s(trailing_metadata(exc))
+    return error

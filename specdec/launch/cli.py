@@ -62,7 +62,8 @@ def serve(
         None, envvar="SPECDEC_TARGET", help="Target worker addresses, HOST:PORT[,HOST:PORT] (coordinator)."
     ),
     max_concurrent_requests: int = typer.Option(
-        64, envvar="SPECDEC_MAX_CONCURRENT_REQUESTS", help="More get RESOURCE_EXHAUSTED (coordinator)."
+        64, envvar="SPECDEC_MAX_CONCURRENT_REQUESTS",
+        help="More get RESOURCE_EXHAUSTED at once, with a retry-after-ms hint in the trailing metadata (coordinator).",
     ),
     target_retry_s: float = typer.Option(
         10.0, envvar="SPECDEC_TARGET_RETRY_S", help="How long a request waits for a target replica (coordinator)."

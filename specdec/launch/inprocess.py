@@ -13,6 +13,7 @@ Tracing is on when an OpenTelemetry SDK TracerProvider is installed before start
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 
 from coordinator import server as coordinator_server
@@ -33,10 +34,12 @@ ROLES = ("draft", "target", "coordinator")
 class InProcessStack:
     def __init__(
         self, preset: str = "tiny", seed: int = 0, metrics_http: bool = False, startup_timeout_s: float = 120,
-        max_batch: int = 1,
+        max_batch: int = 1, cost_profile: str | None = None, coordinator: dict | None = None,
     ):
         self.preset, self.seed = preset, seed
         self.max_batch = max_batch  # the workers' --max-batch
+        self.cost_profile = cost_profile  # the workers' --cost-profile (e.g. gpu-like: requests that take a while)
+        self.coordinator = dict(coordinator or {})  # CoordinatorConfig fields to override (max_concurrent_requests=2)
         self.metrics_http = metrics_http  # also serve each registry on a free HTTP port
         self.startup_timeout_s = startup_timeout_s
         self.ports: dict[str, int] = {}
@@ -64,13 +67,15 @@ class InProcessStack:
     async def _start(self) -> None:
         tracing = tracing_enabled()
         self.telemetry = {role: ServiceTelemetry(tracing=tracing) for role in ROLES}
-        worker = dict(port=0, host=HOST, preset=self.preset, seed=self.seed, max_batch=self.max_batch)
+        worker = dict(port=0, host=HOST, preset=self.preset, seed=self.seed, max_batch=self.max_batch,
+                      cost_profile=self.cost_profile)
         await self._serve("draft", draft_server.start(DraftWorkerConfig(**worker), self.telemetry["draft"]))
         await self._serve("target", target_server.start(TargetWorkerConfig(**worker), self.telemetry["target"]))
         config = CoordinatorConfig(
             target=(f"{HOST}:{self.ports['target']}",), draft=(f"{HOST}:{self.ports['draft']}",), host=HOST, port=0,
             preset=self.preset,
         )
+        config = dataclasses.replace(config, **self.coordinator)
         await self._serve("coordinator", coordinator_server.start(config, self.telemetry["coordinator"]))
 
     async def _serve(self, role: str, starting) -> None:

@@ -242,6 +242,7 @@ def plot_reliability(table: list[CalibrationBin], path: Path, label: str) -> Non
     hist.set_xlabel("predicted P(accept)")
     hist.set_ylabel("positions")
     fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)  # callable on its own, not only after head.save
     fig.savefig(path, dpi=120)
     plt.close(fig)
 

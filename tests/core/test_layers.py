@@ -127,14 +127,14 @@ def test_the_core_imports_no_grpc_protobuf_or_model_code():
 
 def test_the_client_sdk_stays_torch_free():
     """The SDK imports only itself, the generated code and torch-free modules: the core's
-    names and params, the rpc layer's security and params."""
-    allowed = ("specdec.client", "specdec.pb", "specdec.rpc.security", "specdec.rpc.params", "specdec.core.names",
-               "specdec.core.params")
+    names and params, the rpc layer's security, params and retry hint."""
+    allowed = ("specdec.client", "specdec.pb", "specdec.rpc.security", "specdec.rpc.params", "specdec.rpc.retry_after",
+               "specdec.core.names", "specdec.core.params")
     for path, module in [(p, m) for p, m in MODULES if m.startswith("specdec.client")]:
         assert "torch" not in _third_party(path, module), module
         for name in project_imports(imports_of(path, module)):
             assert name in ("specdec.rpc", "specdec.core") or name.startswith(allowed), f"{module} imports {name}"
-    for torch_free in ("rpc/security.py", "rpc/params.py", "core/names.py", "core/params.py"):
+    for torch_free in ("rpc/security.py", "rpc/params.py", "rpc/retry_after.py", "core/names.py", "core/params.py"):
         assert "torch" not in _third_party(REPO / "specdec" / torch_free, torch_free)
 
 

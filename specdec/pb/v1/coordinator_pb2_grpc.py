@@ -62,8 +62,13 @@ class CoordinatorServicer:
     def Generate(self, request, context):
         """Stream the continuation: text deltas and token ids as tokens are committed; the
         last response carries finish_reason and stats. INVALID_ARGUMENT names the bad
-        field; RESOURCE_EXHAUSTED when at the concurrency limit; UNAVAILABLE when no
-        target worker answers.
+        field; UNAVAILABLE when no target worker answers; RESOURCE_EXHAUSTED at once when
+        max_concurrent_requests are running (no queue), with the trailing metadata
+        `retry-after-ms: <integer>`: the coordinator's estimate, in milliseconds, of when a
+        slot frees (recent requests' mean duration over those running, at least 50 ms by
+        default). Wait that long before retrying, or give up if it is past your deadline;
+        the SDK does so. A RESOURCE_EXHAUSTED without the key (gRPC's own, e.g. a message
+        over the size limit) will not pass by retrying.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
