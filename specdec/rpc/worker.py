@@ -6,10 +6,13 @@ extra flags); the common fields, checks and the serve loop live here once.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 
 import grpc
 
+from specdec.backend.sessions import sweep_interval, sweep_sessions
 from specdec.rpc import serving
 from specdec.rpc.security import ServerSecurity, ServerTLS
 from specdec.rpc.telemetry import ServiceTelemetry, worker_interceptors
@@ -69,7 +72,8 @@ async def start_worker(
     telemetry: ServiceTelemetry | None = None,
 ) -> serving.Running:
     """Start one worker's server: telemetry (its own unless the launcher passes one, which
-    the launcher then closes), session-binding security, health and reflection."""
+    the launcher then closes), session-binding security, health and reflection, and the
+    sweep that drops sessions idle past the TTL (specdec.backend.sessions.sweep_sessions)."""
     owned = telemetry is None
     if owned:
         telemetry = ServiceTelemetry.start(trace_name, config.telemetry, config.host)
@@ -86,4 +90,15 @@ async def start_worker(
         raise
     if owned:
         running.closers.append(telemetry.close)
+    # Without a sweep, expiry ran only inside the next call: sessions abandoned without a
+    # Release (client or coordinator gone) kept their KV caches while the worker was idle.
+    sessions = servicer.endpoint.sessions
+    sweeper = asyncio.create_task(sweep_sessions([sessions], sweep_interval(sessions.ttl_s)), name="session-sweep")
+
+    async def stop_sweeping() -> None:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+
+    running.closers.append(stop_sweeping)
     return running

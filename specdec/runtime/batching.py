@@ -274,26 +274,32 @@ class BatchingRunner:
 
     def _loop(self) -> None:
         while True:
-            batch = self._take_batch()
-            began = time.perf_counter()
-            try:
-                if len(batch) == 1:
-                    item = batch[0]
-                    results = [run_single(
-                        item.session, item.fresh, item.n_logits, item.want_hidden, item.positions, item.visible
-                    )]
-                else:
-                    results = batched_forward(self.model, batch)
-                if self.budget is not None:
-                    self.budget.settle(sum(len(item.fresh) for item in batch), began)
-                    for result in results:
-                        result.seconds = time.perf_counter() - began
-            except BaseException as exc:  # every waiting call learns of it
-                for item in batch:
-                    (item.chunk_of or item).future.set_exception(exc)
-                continue
-            self._last_forward_s = time.perf_counter() - began
-            self.forwards += 1
-            self.rows += len(batch)
-            for item, result in zip(batch, results):
-                self._deliver(item, result)
+            # One forward per call of _run: its locals (the batch, its items, their sessions)
+            # go when it returns. Kept in this loop's frame, the last forward's sessions
+            # stayed referenced while the runner waited for the next one, however long:
+            # up to max_batch KV caches of sessions already released or dropped by the TTL.
+            self._run(self._take_batch())
+
+    def _run(self, batch: list[BatchItem]) -> None:
+        began = time.perf_counter()
+        try:
+            if len(batch) == 1:
+                item = batch[0]
+                results = [run_single(
+                    item.session, item.fresh, item.n_logits, item.want_hidden, item.positions, item.visible
+                )]
+            else:
+                results = batched_forward(self.model, batch)
+            if self.budget is not None:
+                self.budget.settle(sum(len(item.fresh) for item in batch), began)
+                for result in results:
+                    result.seconds = time.perf_counter() - began
+        except BaseException as exc:  # every waiting call learns of it
+            for item in batch:
+                (item.chunk_of or item).future.set_exception(exc)
+            return
+        self._last_forward_s = time.perf_counter() - began
+        self.forwards += 1
+        self.rows += len(batch)
+        for item, result in zip(batch, results):
+            self._deliver(item, result)

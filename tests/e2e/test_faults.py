@@ -219,7 +219,7 @@ def test_abandoned_sessions_are_bounded_by_max_sessions_and_dropped_by_the_ttl(c
     grown = _rss_bytes(cluster.t2) - rss
     assert grown < 48 * 2**20, f"the target worker's RSS grew by {grown / 2**20:.0f} MiB"
 
-    time.sleep(TTL_S + 0.5)  # idle past the TTL; expiry runs on the next call
+    time.sleep(TTL_S + 0.5)  # idle past the TTL: the workers' sweep (or the next call) drops them
     asyncio.run(_abandon_sessions(cluster.t2.address, cluster.d2.address, 1, 8))
     for service, role in workers:
         assert worker_info(service.address, role).sessions == 1  # only the session just opened
