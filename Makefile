@@ -30,7 +30,7 @@ test-slow: install
 	$(PY) -m specdec.cli models fetch
 	$(PYTEST) -q -m slow -p no:cacheprovider
 
-# Ray placement on a local Ray instance (opt-in: Ray binds beyond loopback)
+# Ray placement on a local Ray instance, bound to loopback (the default suite runs these where Ray is installed)
 test-ray: install
 	$(PIP) install -q -e '.[ray]'
 	$(PYTEST) -q -m ray -p no:cacheprovider

@@ -211,7 +211,10 @@ def up(
         None, "--ray", metavar="ADDRESS",
         help="Place the services as Ray actors on this Ray cluster instead (auto | ray://HOST:10001 | local).",
     ),
-    ray_host: str = typer.Option("0.0.0.0", help="--ray: interface each service binds on its node."),
+    ray_host: Optional[str] = typer.Option(
+        None, help="--ray: interface each service binds on its node (default: 127.0.0.1 with --ray local, "
+                   "a Ray of our own on this machine, which then listens on loopback too; else 0.0.0.0)."
+    ),
     draft_replicas: int = typer.Option(1, help="--ray: draft worker actors (0: target-only)."),
     target_replicas: int = typer.Option(1, help="--ray: target worker actors."),
     draft_gpus: float = typer.Option(0.0, help="--ray: GPUs per draft actor."),
@@ -229,7 +232,7 @@ def up(
     dtype = chosen_dtype(dtype, "tiny" if tiny else preset, cost_profile, gpus=draft_gpus + target_gpus)
     if ray is not None:
         return _up_on_ray(
-            address=ray, host=ray_host, port=port, preset="tiny" if tiny else preset, seed=seed, dtype=dtype,
+            address=ray, host=ray_host or ("127.0.0.1" if ray == "local" else "0.0.0.0"), port=port, preset="tiny" if tiny else preset, seed=seed, dtype=dtype,
             draft_replicas=draft_replicas, target_replicas=target_replicas, draft_gpus=draft_gpus,
             target_gpus=target_gpus, draft_cpus=worker_cpus, target_cpus=worker_cpus, draft_model=draft_model,
             target_model=target_model, tokenizer=tokenizer, startup_timeout_s=startup_timeout,

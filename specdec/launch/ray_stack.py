@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -27,6 +29,12 @@ log = logging.getLogger(__name__)
 
 WILDCARDS = ("0.0.0.0", "::", "[::]", "")
 HEAD_NODE_RESOURCE = "node:__internal_head__"
+LOCAL_ADDRESSES = (None, "local")  # ray.init starts a Ray instance of its own on this machine
+# A Ray of our own on one machine listens on loopback only. Ray has no init argument for it:
+# it rewrites 127.0.0.1 to the machine's routable address and its GCS and raylet listen on
+# every interface unless this variable is 0 when `ray` is first imported (it is read at import;
+# `_node_ip_address` does not help: measured). RAY_USAGE_STATS_ENABLED=0: no usage report.
+LOOPBACK_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 @dataclass(frozen=True)
@@ -130,6 +138,17 @@ def advertised_host(host: str) -> str:
     return host
 
 
+def bind_ray_to_loopback() -> None:
+    """Make the Ray this process is about to start listen on loopback only (LOOPBACK_RAY_ENV);
+    warn when `ray` was imported already, too late for the setting to take."""
+    imported = "ray" in sys.modules
+    for key, value in LOOPBACK_RAY_ENV.items():
+        os.environ.setdefault(key, value)
+    if imported and os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0":
+        log.warning("ray was imported before the stack set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: a local Ray may "
+                    "listen beyond loopback; set it in the environment before importing ray")
+
+
 class RayStack:
     """Places and starts the actors; a context manager. `address` is the coordinator's."""
 
@@ -145,6 +164,9 @@ class RayStack:
         return self.addresses["coordinator"][0]
 
     def start(self) -> "RayStack":
+        local = self.config.address in LOCAL_ADDRESSES
+        if local:
+            bind_ray_to_loopback()
         import ray
 
         if not ray.is_initialized():
