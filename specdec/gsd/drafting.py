@@ -148,12 +148,12 @@ class _Builder:
             for i in range(count):
                 token = self.draw(entry, drawn)
                 drawn.append(token)
-                kid = self.link(entry, token)
+                suffix = (entry.suffix + (token,))[-self.keep :] if self.keep else ()
+                kid = self.link(entry, token, suffix)
                 self.tokens.append(token)
                 self.parents.append(entry.index)
                 self.proposal_ids.append(-1)
                 if entry.depth + 1 < self.tree.depth and float(node.q_full[token]) >= self.tree.prob_threshold:
-                    suffix = (entry.suffix + (token,))[-self.keep :] if self.keep else ()
                     index = len(self.tokens) - 1
                     next_frontier.append(_Entry(index, kid, entry.depth + 1, entry.path | {kid.id}, suffix))
         return next_frontier
@@ -185,11 +185,10 @@ class _Builder:
         key = branch(entry.index + 1, len(drawn))
         return int(q.token_ids[rng.sample(q.probs, self.seed, rng.Stream.DRAFT, self.length + entry.depth, key)])
 
-    def link(self, entry: _Entry, token: int) -> _Node:
+    def link(self, entry: _Entry, token: int, key: tuple[int, ...]) -> _Node:
         """The DAG node for a drawn child: an existing node off this path whose token and
         merge_context preceding tokens match (merged), else a new one."""
-        key = (entry.suffix + (token,))[-self.keep :] if self.keep else None
-        if key is not None and len(key) == self.keep:
+        if self.keep and len(key) == self.keep:
             for node in self.by_key.get(key, ()):
                 if node.id not in entry.path:
                     self.merged += 1
@@ -197,7 +196,7 @@ class _Builder:
         parent = entry.node
         node = _Node(self.next_id, token, parent.depth + 1, parent)
         self.next_id += 1
-        if key is not None:
+        if self.keep:
             self.by_key.setdefault(key, []).append(node)
         return node
 

@@ -49,7 +49,6 @@ from specdec.runtime.cost import ForwardBudget
 from specdec.runtime.session import (
     ForwardResult,
     ModelSession,
-    check_rows,
     model_device,
     run_single,
 )
@@ -111,8 +110,7 @@ def batched_forward(model: torch.nn.Module, items: list[BatchItem]) -> list[Forw
             positions[b, pad:] = torch.tensor(item.positions)
         else:
             positions[b, pad:] = torch.arange(cached[b], cached[b] + fresh[b])
-        if item.visible is not None:  # its own layout, right-aligned like the causal one
-            check_rows(cached[b], item.fresh, item.positions, item.visible)
+        if item.visible is not None:  # its own layout (checked by run_rows), right-aligned like the causal one
             allowed[b, pad:, L - cached[b] : L] = item.visible[:, : cached[b]]
             allowed[b, pad:, L + pad :] = item.visible[:, cached[b] :]
         else:

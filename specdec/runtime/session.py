@@ -208,19 +208,18 @@ class ModelSession:
     ) -> ForwardResult:
         """One forward of `fresh` after the cached rows: on the runner when there is one (it
         owns the budget), else alone, its budget settled by the step in progress or now."""
-        custom = {} if positions is None and visible is None else dict(positions=positions, visible=visible)
         if self.runner is not None:
-            out = self.runner.run(self, fresh, n_logits, want_hidden, **custom)
+            out = self.runner.run(self, fresh, n_logits, want_hidden, positions, visible)
             if self._step is not None:
                 self._step.tokens += len(fresh)
                 self._step.batch_tokens += out.batch_tokens
         elif self._step is not None:  # the step settles the budget when it ends
-            out = run_single(self, fresh, n_logits, want_hidden, **custom)
+            out = run_single(self, fresh, n_logits, want_hidden, positions, visible)
             self._step.tokens += len(fresh)
             self._step.batch_tokens += len(fresh)
         else:
             began = time.perf_counter()
-            out = run_single(self, fresh, n_logits, want_hidden, **custom)
+            out = run_single(self, fresh, n_logits, want_hidden, positions, visible)
             if self.budget is not None:
                 self.budget.settle(len(fresh), began)
                 out.seconds = time.perf_counter() - began
