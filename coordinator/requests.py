@@ -10,7 +10,8 @@ from typing import Sequence
 
 from specdec.core.names import DEFAULT_MODE, PolicyName
 from specdec.core.request import FinishReason, GenerationRequest, Mode, RequestStats
-from specdec.models.text import encode_prompt
+from specdec.grammar import check_constraint
+from specdec.models.text import encode_messages, encode_prompt
 from specdec.pb.v1 import coordinator_pb2 as pb
 from specdec.rpc.params import params_from_pb
 
@@ -51,12 +52,16 @@ class ParsedRequest:
 
 
 def parse_request(msg: pb.GenerateRequest, tokenizer, limits: ModelLimits) -> ParsedRequest:
-    if msg.prompt and msg.prompt_token_ids:
-        raise ValueError("prompt and prompt_token_ids are both set: give one of them")
-    prompt_ids = list(msg.prompt_token_ids) or (encode_prompt(tokenizer, msg.prompt, msg.chat) if msg.prompt else [])
+    if sum(map(bool, (msg.prompt, msg.prompt_token_ids, msg.messages))) > 1:
+        raise ValueError("give one of prompt, prompt_token_ids and messages")
+    if msg.messages:
+        prompt_ids = encode_messages(tokenizer, [(m.role, m.content) for m in msg.messages])
+    else:
+        prompt_ids = list(msg.prompt_token_ids) or (encode_prompt(tokenizer, msg.prompt, msg.chat) if msg.prompt else [])
     if not prompt_ids:
-        raise ValueError("prompt is empty: give some text or prompt_token_ids")
+        raise ValueError("prompt is empty: give some text, prompt_token_ids or messages")
     params = params_from_pb(msg)  # ValueError names a bad mode or policy value
+    check_constraint(params.response_format)  # a schema, pattern or grammar that does not compile
     request = GenerationRequest.from_params(prompt_ids, params)
     mode, policy = request.mode, PolicyName(request.policy) if request.policy in _POLICY_NAMES else None
     if mode not in limits.modes:

@@ -17,6 +17,7 @@ from specdec.rpc.telemetry import ServiceTelemetry
 from specdec.rpc.worker import start_worker
 from specdec.runtime.cost import CostProfile
 from specdec.telemetry import tracing
+from specdec.grammar import compiler_for
 
 SERVICE_NAME = draft_worker_pb2.DESCRIPTOR.services_by_name["DraftWorker"].full_name
 
@@ -34,7 +35,7 @@ def build_servicer(config: DraftWorkerConfig) -> DraftWorkerServicer:
     endpoint = LocalDraft(
         pair.draft, budget, top_n=config.proposal_top_n, head=head, max_sessions=config.max_sessions,
         ttl_s=config.session_ttl_s, max_batch=config.max_batch, batch_wait_s=config.batch_wait_ms / 1000.0,
-        chunk_tokens=config.chunk_tokens or None,
+        chunk_tokens=config.chunk_tokens or None, grammar=compiler_for(pair.draft, pair.tokenizer),
     )
 
     def describe():

@@ -15,6 +15,7 @@ from specdec.rpc.telemetry import ServiceTelemetry
 from specdec.rpc.worker import start_worker
 from specdec.runtime.cost import CostProfile
 from specdec.telemetry import tracing
+from specdec.grammar import compiler_for
 from target_worker.config import TargetWorkerConfig
 from target_worker.servicer import TargetWorkerServicer
 
@@ -29,6 +30,7 @@ def build_servicer(config: TargetWorkerConfig) -> TargetWorkerServicer:
     endpoint = LocalTarget(
         pair.target, budget, max_sessions=config.max_sessions, ttl_s=config.session_ttl_s,
         max_batch=config.max_batch, batch_wait_s=config.batch_wait_ms / 1000.0, chunk_tokens=config.chunk_tokens or None,
+        grammar=compiler_for(pair.target, pair.tokenizer),
     )
 
     def describe():

@@ -13,6 +13,7 @@ import torch
 from specdec.backend.sessions import ModelThread, SessionStore
 from specdec.core.tree import DraftTree
 from specdec.gsd.drafting import draft_tree
+from specdec.grammar import GrammarCompiler, guide_for
 from specdec.gsd.verifying import TreeVerification, verify_draft_tree
 from specdec.runtime.cost import ForwardBudget
 from specdec.runtime.drafting import (
@@ -38,9 +39,10 @@ class LocalDraft:
         max_batch: int = 1,
         batch_wait_s: float = 0.002,
         chunk_tokens: int | None = None,
+        grammar: GrammarCompiler | None = None,  # structured output (None: requests with a constraint fail)
     ):
         self.sessions = SessionStore(model, budget, max_sessions, ttl_s)
-        self.top_n, self.head = top_n, head
+        self.top_n, self.head, self.grammar = top_n, head, grammar
         self._thread = ModelThread("draft", self.sessions, max_batch, batch_wait_s, chunk_tokens)
 
     def draft(self, session_id, committed, rule, params, seed) -> AsyncIterator[DraftToken]:
@@ -61,7 +63,8 @@ class LocalDraft:
                 return
             try:
                 session = self.sessions.get(session_id)
-                for tok in draft_tokens(session, start, tokens, rule, params, seed, self.top_n, self.head):
+                guide = _guide(session, self.grammar, params)
+                for tok in draft_tokens(session, start, tokens, rule, params, seed, self.top_n, self.head, guide):
                     loop.call_soon_threadsafe(queue.put_nowait, tok)
                     if stop.is_set():
                         break
@@ -88,7 +91,9 @@ class LocalDraft:
         tokens = list(tokens)
 
         def work():
-            return draft_tree(self.sessions.get(session_id), start, tokens, tree, params, seed, self.top_n)
+            session = self.sessions.get(session_id)
+            guide = _guide(session, self.grammar, params)
+            return draft_tree(session, start, tokens, tree, params, seed, self.top_n, guide)
 
         return await self._thread.run(session_id, work)
 
@@ -106,8 +111,10 @@ class LocalTarget:
         max_batch: int = 1,
         batch_wait_s: float = 0.002,
         chunk_tokens: int | None = None,
+        grammar: GrammarCompiler | None = None,  # structured output (None: requests with a constraint fail)
     ):
         self.sessions = SessionStore(model, budget, max_sessions, ttl_s)
+        self.grammar = grammar
         self._thread = ModelThread("target", self.sessions, max_batch, batch_wait_s, chunk_tokens)
 
     async def verify(self, session_id, committed, draft, proposals, params, seed) -> Verification:
@@ -118,7 +125,9 @@ class LocalTarget:
         tokens, draft = list(tokens), list(draft)
 
         def work():
-            return verify_draft(self.sessions.get(session_id), start, tokens, draft, proposals, params, seed)
+            session = self.sessions.get(session_id)
+            guide = _guide(session, self.grammar, params)
+            return verify_draft(session, start, tokens, draft, proposals, params, seed, guide)
 
         return await self._thread.run(session_id, work)
 
@@ -130,9 +139,16 @@ class LocalTarget:
         tokens = list(tokens)
 
         def work():
-            return verify_draft_tree(self.sessions.get(session_id), start, tokens, tree, params, seed)
+            session = self.sessions.get(session_id)
+            return verify_draft_tree(session, start, tokens, tree, params, seed, _guide(session, self.grammar, params))
 
         return await self._thread.run(session_id, work)
 
     async def release(self, session_id: str) -> None:
         self._thread.release(self.sessions, session_id)
+
+
+def _guide(session, grammar: GrammarCompiler | None, params):
+    """The session's grammar state for this request (kept on the session, so it rolls back with it)."""
+    session.guide = guide_for(session.guide, grammar, params.constraint)
+    return session.guide

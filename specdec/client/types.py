@@ -5,6 +5,7 @@ Torch-free: only the generated protobuf modules are imported.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Sequence
 
@@ -121,8 +122,13 @@ def _finish_reason(value: int) -> str:
     return pb.FinishReason.Name(value).removeprefix("FINISH_REASON_").lower()
 
 
-def build_request(prompt: str | Sequence[int], **params) -> pb.GenerateRequest:
-    """A GenerateRequest. `prompt` is text or token ids; `params` are the fields of
+def build_request(prompt: str | Sequence[int] | Sequence[dict], **params) -> pb.GenerateRequest:
+    """A GenerateRequest. `prompt` is text, token ids, or a conversation
+    ([{"role": "system" | "user" | "assistant", "content": "..."}, ...], rendered with the
+    model's chat template); `response_format` asks for structured output (OpenAI's shape:
+    {"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}} or
+    {"type": "json_object"}; or {"type": "regex", "regex": ...}, {"type": "grammar",
+    "grammar": "<EBNF>"}). The other `params` are the fields of
     specdec.core.params.GenerationParams (None or absent: the server's default):
     max_new_tokens, temperature, top_k, top_p, seed, mode, policy, draft_length, threshold,
     ignore_eos, chat, stop, and mode gsd's tree shape: `tree_width` children per node at
@@ -134,6 +140,8 @@ def build_request(prompt: str | Sequence[int], **params) -> pb.GenerateRequest:
         settings = GenerationParams(**params)
     except TypeError as exc:  # an unknown keyword
         raise InvalidRequestError(f"{exc}: the fields are {', '.join(PARAM_NAMES)}") from None
+    except ValueError as exc:  # a response_format of the wrong shape
+        raise InvalidRequestError(str(exc)) from None
     try:
         request = params_to_pb(settings)
     except ValueError as exc:
@@ -144,6 +152,11 @@ def build_request(prompt: str | Sequence[int], **params) -> pb.GenerateRequest:
         raise InvalidRequestError(f"{_misfit(settings)}: {exc}") from None
     if isinstance(prompt, str):
         request.prompt = prompt
+    elif prompt and isinstance(prompt[0], Mapping):
+        for i, message in enumerate(prompt):
+            if not isinstance(message, Mapping) or not isinstance(message.get("content"), str):
+                raise InvalidRequestError(f'messages[{i}] must be {{"role": ..., "content": "<text>"}}')
+            request.messages.add(role=str(message.get("role", "")), content=message["content"])
     else:
         request.prompt_token_ids.extend(int(t) for t in prompt)
     return request

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from specdec.core.constraint import OutputConstraint, parse_response_format
 from specdec.core.names import TREE_KWARGS
 
 
@@ -36,8 +37,12 @@ class GenerationParams:
     sibling_threshold: float | None = None  # a node proposes only tokens with q >= this * max q
     prob_threshold: float | None = None  # a child with q below this is a leaf
     merge_context: int | None = None  # merge nodes whose last N + 1 tokens match; 0: off
+    # structured output: OpenAI's response_format ({"type": "json_schema", "json_schema": {"schema": ...}},
+    # {"type": "json_object"}) or ours ({"type": "regex", "regex": ...}, {"type": "grammar", "grammar": ...})
+    response_format: OutputConstraint | dict | None = None
 
     def __post_init__(self):
+        object.__setattr__(self, "response_format", parse_response_format(self.response_format))
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
         else:

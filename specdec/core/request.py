@@ -44,6 +44,7 @@ class GenerationRequest:
                 temperature=0.0 if params.temperature is None else params.temperature,
                 top_k=params.top_k,
                 top_p=1.0 if params.top_p is None else params.top_p,
+                constraint=params.response_format.at(len(prompt_ids)) if params.response_format else None,
             ),
             seed=params.seed,
             mode=DEFAULT_MODE if params.mode is None else parse_mode(params.mode),
@@ -71,6 +72,8 @@ class GenerationRequest:
         if not isinstance(self.mode, Mode):
             raise ValueError(f"mode must be one of {', '.join(m.value for m in Mode)}; got {self.mode!r}")
         self.sampling.validate()
+        if self.sampling.constraint is not None and self.ignore_eos:
+            raise ValueError("response_format and ignore_eos do not go together: a finished document ends with EOS")
         if self.seed is not None and not 0 <= self.seed < 2**63:
             raise ValueError(f"seed must be in 0..2**63-1, got {self.seed}")
         make_policy(self.policy, self.resolved_draft_length(None), self.threshold)  # policy, draft_length, threshold

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from specdec.core.constraint import OutputConstraint
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -19,6 +21,8 @@ class SamplingParams:
     temperature: float = 0.0  # 0 = greedy
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1 = off
+    # structured output: a grammar masks the logits before all of the above (specdec.grammar)
+    constraint: OutputConstraint | None = None
 
     def validate(self) -> None:
         if not (self.temperature >= 0.0) or self.temperature != self.temperature:
@@ -29,6 +33,8 @@ class SamplingParams:
             raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
         if not (0.0 < self.top_p <= 1.0):
             raise ValueError(f"top_p must be in (0, 1] (1 = off), got {self.top_p}")
+        if self.constraint is not None:
+            self.constraint.validate()
 
     @property
     def greedy(self) -> bool:
@@ -73,7 +79,8 @@ def _top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
 def entropy(logits: torch.Tensor) -> torch.Tensor:
     """Entropy in nats of the UNtempered softmax (AdaEDL uses it even when greedy)."""
     logp = logits.float().log_softmax(-1)
-    return -(logp.exp() * logp).sum(-1)
+    # a grammar's mask leaves -inf logits: their 0 * -inf terms count as 0, not NaN
+    return -(logp.exp() * logp).nan_to_num(nan=0.0).sum(-1)
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,14 @@ class _Node:
     n_children: int = 0  # children it can have (before the node budget)
     proposal_id: int = -1  # index in DraftTree.proposals once sent
 
+    def path_tokens(self) -> list[int]:
+        """The tokens after the committed sequence on the path it was computed on, its own last."""
+        tokens, node = [], self
+        while node is not None and node.depth > 0:
+            tokens.append(node.token)
+            node = node.parent
+        return tokens[::-1]
+
     def ancestor_rows(self) -> list[int]:
         rows, node = [], self.parent
         while node is not None and node.depth > 0:
@@ -85,8 +93,11 @@ class _Entry:
 class _Builder:
     """Grows one draft tree: the DAG (nodes, merges) and its unrolled, budgeted tree."""
 
-    def __init__(self, prefix: Sequence[int], tree: TreeParams, params: SamplingParams, seed: int, top_n: int):
+    def __init__(
+        self, prefix: Sequence[int], tree: TreeParams, params: SamplingParams, seed: int, top_n: int, guide=None
+    ):
         self.tree, self.params, self.seed, self.top_n = tree, params, seed, top_n
+        self.guide = guide  # structured output: each row masked by its own path (specdec.grammar.Guide)
         self.length = len(prefix)  # L: the root's children sit at absolute index L
         self.keep = tree.merge_context + 1  # tokens that must match for a merge (0: no merging)
         self.root = _Node(0, prefix[-1], 0, None, row=self.length - 1)
@@ -122,6 +133,8 @@ class _Builder:
             session, self.length, [n.token for n in todo], [n.depth for n in todo], [n.ancestor_rows() for n in todo]
         )
         self.seconds += out.seconds
+        if self.guide is not None:
+            self.guide.mask_paths(out.logits, session.tokens[: self.length], [n.path_tokens() for n in todo])
         first_row = len(session.tokens) - len(todo)
         for i, node in enumerate(todo):
             node.row, node.logits = first_row + i, out.logits[i]
@@ -224,11 +237,14 @@ def draft_tree(
     params: SamplingParams,
     seed: int,
     top_n: int = 64,
+    guide=None,  # structured output (specdec.grammar.Guide)
 ) -> DraftTree:
     """Draft one GSD tree after the committed sequence; the session ends holding exactly
     that sequence (the tree rows are dropped: the next round re-feeds accepted tokens)."""
     out = session.forward(start, tokens, 1)
-    b = _Builder(session.tokens, tree, params, seed, top_n)
+    if guide is not None:
+        guide.mask_chain(out.logits[-1:], session.tokens)
+    b = _Builder(session.tokens, tree, params, seed, top_n, guide)
     b.root.logits, b.seconds = out.logits[-1], out.seconds
     try:
         frontier = [b.root_entry(session.tokens)]  # breadth-first

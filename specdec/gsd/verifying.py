@@ -97,6 +97,14 @@ def _choose_child(p: torch.Tensor, tree: DraftTree, node: int, children: Sequenc
     return None, p
 
 
+def node_paths(tree: DraftTree) -> list[list[int]]:
+    """Each node's tokens from the root's first child down to itself (parents come first)."""
+    paths: list[list[int]] = []
+    for token, parent in zip(tree.tokens, tree.parents):
+        paths.append((paths[parent] if parent != ROOT else []) + [token])
+    return paths
+
+
 def verify_draft_tree(
     session: ModelSession,
     start: int,
@@ -104,12 +112,15 @@ def verify_draft_tree(
     tree: DraftTree,
     params: SamplingParams,
     seed: int,
+    guide=None,  # structured output: each row masked by its node's path (specdec.grammar.Guide)
 ) -> TreeVerification:
     """Score the tree in one target forward, walk it, and keep only the accepted path's
     cache rows: the session ends holding the committed sequence plus the accepted tokens."""
     tree.validate(session.model.config.vocab_size, sampled=not params.greedy)
     out = forward_tree(session, start, committed, tree.tokens, tree.parents)
     length = start + len(committed)
+    if guide is not None:
+        guide.mask_paths(out.logits, session.tokens[:length], [[], *node_paths(tree)])
     path: tuple[int, ...] = ()
     try:
         verdict = verify_tree(out.logits, tree, params, seed, length)

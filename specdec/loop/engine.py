@@ -20,10 +20,11 @@ from specdec.backend.local import LocalDraft, LocalTarget
 from specdec.core.params import GenerationParams
 from specdec.core.request import GenerationRequest, GenerationResult
 from specdec.core.speed import SpeedRatio
+from specdec.grammar import check_constraint, compiler_for
 from specdec.loop.generate import generate as run_request
 from specdec.models import DType, check_pair, load_preset
 from specdec.models.loading import eos_token_ids_of
-from specdec.models.text import TextStream, encode_prompt
+from specdec.models.text import TextStream, encode_messages, encode_prompt
 from specdec.runtime.cost import CostProfile
 from specdec.runtime.session import model_device
 
@@ -57,9 +58,11 @@ class Engine:
         # both models on one device and no cost profile giving each its own: PEARL's overlap splits it
         self.speed.shared_device = draft is not None and self.cost is None and model_device(draft) == model_device(target)
         budget = (lambda role: self.cost.budget(role, preset)) if self.cost else (lambda role: None)
-        self.target_endpoint = LocalTarget(target, budget("target"))
+        self.target_endpoint = LocalTarget(target, budget("target"), grammar=compiler_for(target, tokenizer))
         self.draft_endpoint = (
-            LocalDraft(draft, budget("draft"), top_n=proposal_top_n, head=acceptance_head) if draft is not None else None
+            LocalDraft(draft, budget("draft"), top_n=proposal_top_n, head=acceptance_head,
+                       grammar=compiler_for(draft, tokenizer))
+            if draft is not None else None
         )
 
     @classmethod
@@ -80,11 +83,16 @@ class Engine:
             raise ValueError("stop strings are applied to the text by the coordinator: use the client SDK")
         request = GenerationRequest.from_params(self.encode(prompt, chat=settings.chat), settings)
         request.validate(self.context_length, self.vocab_size)
+        check_constraint(settings.response_format)
         return request
 
-    def encode(self, prompt: str | Sequence[int], chat: bool = False) -> list[int]:
+    def encode(self, prompt: str | Sequence[int] | Sequence[dict], chat: bool = False) -> list[int]:
+        """Text, token ids, or a conversation ([{"role": ..., "content": ...}, ...], rendered
+        with the tokenizer's chat template)."""
         if isinstance(prompt, str):
             return encode_prompt(self.tokenizer, prompt, chat)
+        if prompt and isinstance(prompt[0], dict):
+            return encode_messages(self.tokenizer, prompt)
         return [int(t) for t in prompt]
 
     async def agenerate(self, prompt, on_tokens=None, **kwargs) -> GenerationResult:

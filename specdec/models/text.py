@@ -28,6 +28,30 @@ def encode_prompt(tokenizer, prompt: str, chat: bool) -> list[int]:
     return list(tokenizer(prompt)["input_ids"])
 
 
+CHAT_ROLES = ("system", "user", "assistant")
+MAX_MESSAGES = 256
+
+
+def encode_messages(tokenizer, messages: Sequence) -> list[int]:
+    """A conversation's ids: [(role, content) or {"role", "content"}, ...] rendered with the
+    tokenizer's own chat template, ending with the prompt for the assistant's reply."""
+    if not messages:
+        raise ValueError("messages is empty: give at least one turn")
+    if len(messages) > MAX_MESSAGES:
+        raise ValueError(f"messages holds {len(messages)} turns, at most {MAX_MESSAGES}")
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("this model's tokenizer has no chat template: send a prompt instead of messages")
+    turns = []
+    for i, message in enumerate(messages):
+        role, content = (message["role"], message["content"]) if isinstance(message, dict) else message
+        if role not in CHAT_ROLES:
+            raise ValueError(f"messages[{i}].role must be one of {', '.join(CHAT_ROLES)}; got {role!r}")
+        if not isinstance(content, str):
+            raise ValueError(f"messages[{i}].content must be a string")
+        turns.append({"role": role, "content": content})
+    return list(tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=True, return_dict=False))
+
+
 PROMPT_CONTEXT = 5  # prompt ids decoded with the first tokens (spacing of SentencePiece-style tokenizers)
 
 

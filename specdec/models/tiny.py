@@ -20,7 +20,13 @@ if TYPE_CHECKING:
     from transformers import Qwen2Config
 
 SPECIALS = ["<pad>", "<eos>", "<unk>"]
-CHARS = list(" abcdefghijklmnopqrstuvwxyz0123456789.,:;!?'-()\n\"#$%&*+/<=>@_[]")
+# {} and | were added later (at the end, so the other ids stay): JSON objects for structured output
+CHARS = list(" abcdefghijklmnopqrstuvwxyz0123456789.,:;!?'-()\n\"#$%&*+/<=>@_[]{}|")
+# a chat template the tiny vocabulary can spell: "role: content" lines, then "assistant: "
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant: {% endif %}"
+)
 TINY_NAME = "tiny"
 
 
@@ -30,9 +36,11 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     tok.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>", unk_token="<unk>", name_or_path=TINY_NAME
     )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
 
 
 def tiny_config(vocab_size: int) -> Qwen2Config:

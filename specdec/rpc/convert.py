@@ -15,16 +15,22 @@ from specdec.core.sampling import SamplingParams, SparseDist
 from specdec.core.tree import DraftTree, TreeParams
 from specdec.gsd.verifying import TreeVerdict, TreeVerification
 from specdec.pb.v1 import common_pb2, draft_worker_pb2, target_worker_pb2
+from specdec.rpc.params import constraint_from_pb, constraint_to_pb
 from specdec.runtime.drafting import DraftToken
 from specdec.runtime.verifying import Verification
 
 
 def sampling_to_pb(params: SamplingParams) -> common_pb2.SamplingParams:
-    return common_pb2.SamplingParams(temperature=params.temperature, top_k=params.top_k, top_p=params.top_p)
+    msg = common_pb2.SamplingParams(temperature=params.temperature, top_k=params.top_k, top_p=params.top_p)
+    if params.constraint is not None:
+        msg.constraint.CopyFrom(constraint_to_pb(params.constraint))
+        msg.constraint_start = params.constraint.start
+    return msg
 
 
 def sampling_from_pb(msg: common_pb2.SamplingParams) -> SamplingParams:
-    params = SamplingParams(temperature=msg.temperature, top_k=msg.top_k, top_p=msg.top_p)
+    constraint = constraint_from_pb(msg.constraint, msg.constraint_start) if msg.HasField("constraint") else None
+    params = SamplingParams(temperature=msg.temperature, top_k=msg.top_k, top_p=msg.top_p, constraint=constraint)
     params.validate()
     return params
 

@@ -3,6 +3,7 @@ the SDK builds requests with it, the coordinator reads them with it."""
 
 from __future__ import annotations
 
+from specdec.core.constraint import ConstraintKind, OutputConstraint
 from specdec.core.names import TREE_KWARGS
 from specdec.core.params import GenerationParams
 from specdec.pb.v1 import common_pb2
@@ -51,6 +52,8 @@ def params_to_pb(params: GenerationParams) -> pb.GenerateRequest:
     tree = params.tree_fields()
     if tree:
         request.tree.CopyFrom(common_pb2.TreeParams(**tree))
+    if params.response_format is not None:
+        request.response_format.CopyFrom(constraint_to_pb(params.response_format))
     return request
 
 
@@ -64,6 +67,24 @@ def params_from_pb(msg: pb.GenerateRequest) -> GenerationParams:
         mode=enum_name(pb.Mode, "MODE_", msg.mode),
         policy=enum_name(pb.Policy, "POLICY_", msg.policy),
         stop=tuple(msg.stop),
+        response_format=constraint_from_pb(msg.response_format) if msg.HasField("response_format") else None,
         **values,
         **tree,
     )
+
+
+def constraint_to_pb(constraint: OutputConstraint) -> common_pb2.OutputConstraint:
+    kind = common_pb2.OutputConstraint.Kind.Value(f"KIND_{constraint.kind.name}")
+    return common_pb2.OutputConstraint(kind=kind, spec=constraint.spec)
+
+
+def constraint_from_pb(msg: common_pb2.OutputConstraint, start: int = 0) -> OutputConstraint | None:
+    """None for KIND_UNSPECIFIED (free text); ValueError for an unknown kind."""
+    if msg.kind == common_pb2.OutputConstraint.KIND_UNSPECIFIED:
+        return None
+    try:
+        kind = ConstraintKind[common_pb2.OutputConstraint.Kind.Name(msg.kind).removeprefix("KIND_")]
+    except (ValueError, KeyError):
+        raise ValueError(f"response_format.kind must be one of {', '.join(k.value for k in ConstraintKind)}; "
+                         f"got {msg.kind}") from None
+    return OutputConstraint(kind, msg.spec, start)

@@ -47,6 +47,7 @@ def draft_tokens(
     seed: int,
     top_n: int = DEFAULT_PROPOSAL_TOP_N,
     head: AcceptanceHead | None = None,
+    guide=None,  # structured output: masks each step's logits (specdec.grammar.Guide)
 ) -> Iterator[DraftToken]:
     """Yield draft tokens as they are produced; stop when `rule` says so.
 
@@ -69,6 +70,8 @@ def draft_tokens(
         with session.step() as step:  # the forward and the proposal maths: one draft step
             want_hidden = head is not None and drafted > 0  # the prefix's last state scores no draft token
             out = session.forward(start, feed, 1, want_hidden) if drafted == 0 else session.append(feed, 1, want_hidden)
+            if guide is not None:  # the draft proposes under the same mask the target verifies with
+                guide.mask_chain(out.logits[-1:], session.tokens)
             logits = out.logits[-1]  # what the next token is drawn from
             step_entropy = float(entropy(logits))
             if drafted > 0:

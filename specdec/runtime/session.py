@@ -125,6 +125,7 @@ class ModelSession:
         self.cache = DynamicCache()
         self._row: torch.Tensor | None = None  # logits [V] for position len(self.tokens), while valid
         self._step: Step | None = None  # the step in progress (forwards then settle with it)
+        self.guide = None  # structured output: the request's grammar state (specdec.grammar.Guide), if any
 
     def kept_row(self, start: int, tokens: Sequence[int]) -> torch.Tensor | None:
         """The logits row for the position after `self.tokens[:start] + tokens` when the

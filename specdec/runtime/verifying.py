@@ -32,19 +32,24 @@ def verify_draft(
     proposals: Sequence[SparseDist] | None,
     params: SamplingParams,
     seed: int,
+    guide=None,  # structured output: masks the target's rows (specdec.grammar.Guide)
 ) -> Verification:
     with session.step() as step:
-        verdict, passes = _verify(session, start, committed, draft, proposals, params, seed)
+        verdict, passes = _verify(session, start, committed, draft, proposals, params, seed, guide)
     return Verification(verdict, step.seconds if passes else 0.0, passes, step.batch_tokens if passes else 0)
 
 
-def _verify(session, start, committed, draft, proposals, params, seed) -> tuple[Verdict, int]:
+def _verify(session, start, committed, draft, proposals, params, seed, guide) -> tuple[Verdict, int]:
     position = start + len(committed)  # absolute index of d1
     k = len(draft)
     row = session.kept_row(start, committed)
     if row is None:
         out = session.forward(start, list(committed) + list(draft), n_logits=k + 1)
+        if guide is not None:  # row j: the constrained distribution after committed + d1..dj
+            guide.mask_chain(out.logits, session.tokens[:position], draft)
         return verify_chain(out.logits, draft, proposals, params, seed, position), 1
+    if guide is not None:
+        row = guide.mask_chain(row[None].clone(), session.tokens[:position])[0]
     if k == 0:
         return Verdict(0, sample_bonus(row, params, seed, position), 0), 0
     first = proposals[:1] if proposals is not None else None
@@ -53,5 +58,7 @@ def _verify(session, start, committed, draft, proposals, params, seed) -> tuple[
         return Verdict(0, recovered, k), 0
     # d1 is decided (accepted) by the kept row; one pass over d1..dk judges d2..dk
     out = session.forward(position, list(draft), n_logits=k)
+    if guide is not None:
+        guide.mask_chain(out.logits, session.tokens[: position + 1], draft[1:])
     rest = verify_chain(out.logits, draft[1:], proposals[1:] if proposals is not None else None, params, seed, position + 1)
     return Verdict(1 + rest.accepted, rest.next_token, k), 1

@@ -18,7 +18,7 @@ from tests.helpers.paths import REPO
 # Lowest first. A module may import a package of the same or a lower rank.
 LAYERS: list[tuple[str, ...]] = [
     ("specdec.core", "specdec.telemetry", "specdec.pb"),  # maths + shared types; observability names; generated
-    ("specdec.models",),  # transformers loading, presets, the tiny pair
+    ("specdec.models", "specdec.grammar"),  # transformers loading, presets, the tiny pair; structured output
     ("specdec.runtime",),  # sessions, batching, cost shaping, chain drafting / verifying
     ("specdec.gsd", "specdec.specdecpp"),  # the two methods with model-level code of their own
     ("specdec.backend",),  # the endpoint interfaces and their in-process implementations

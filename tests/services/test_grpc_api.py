@@ -107,7 +107,7 @@ def test_reflection_is_enough_to_call_generate(tiny_stack):
 
 def test_info_describes_models_and_limits(client):
     info = client.info()
-    assert info.preset == "tiny" and info.context_length == 1024 and info.vocab_size == 66
+    assert info.preset == "tiny" and info.context_length == 1024 and info.vocab_size == 69
     assert {"autoregressive", "sequential", "pearl"} <= set(info.modes)
     assert {"fixed", "heuristic", "adaedl", "specdecpp"} <= set(info.policies)  # the stack loads a head
     assert info.eos_token_ids == (1,)

@@ -24,31 +24,35 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17specdec/v1/common.proto\x12\nspecdec.v1\"C\n\x0eSamplingParams\x12\x13\n\x0btemperature\x18\x01 \x01(\x01\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\r\n\x05top_p\x18\x03 \x01(\x01\"\xc1\x01\n\x08StopRule\x12\x12\n\nmax_tokens\x18\x01 \x01(\r\x12\x12\n\nmin_tokens\x18\x02 \x01(\r\x12\x1b\n\x0e\x65ntropy_lambda\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x1d\n\x10reject_threshold\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12)\n\nentropy_of\x18\x05 \x01(\x0e\x32\x15.specdec.v1.EntropyOfB\x11\n\x0f_entropy_lambdaB\x13\n\x11_reject_threshold\",\n\x08Proposal\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12\r\n\x05probs\x18\x02 \x03(\x02\"\x82\x02\n\nTreeParams\x12\x12\n\x05width\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\x05\x64\x65pth\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x16\n\tmax_nodes\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x1e\n\x11sibling_threshold\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x1b\n\x0eprob_threshold\x18\x05 \x01(\x01H\x04\x88\x01\x01\x12\x1a\n\rmerge_context\x18\x06 \x01(\x05H\x05\x88\x01\x01\x42\x08\n\x06_widthB\x08\n\x06_depthB\x0c\n\n_max_nodesB\x14\n\x12_sibling_thresholdB\x11\n\x0f_prob_thresholdB\x10\n\x0e_merge_context\"\xd7\x01\n\tDraftTree\x12\x0e\n\x06tokens\x18\x01 \x03(\x05\x12\x0f\n\x07parents\x18\x02 \x03(\x05\x12\'\n\tproposals\x18\x03 \x03(\x0b\x32\x14.specdec.v1.Proposal\x12\x15\n\rroot_proposal\x18\x04 \x01(\x05\x12\x14\n\x0cproposal_ids\x18\x05 \x03(\x05\x12\x11\n\tdag_nodes\x18\x06 \x01(\r\x12\x14\n\x0cmerged_nodes\x18\x07 \x01(\r\x12\x12\n\nsaved_rows\x18\x08 \x01(\r\x12\x16\n\x0esaved_forwards\x18\t \x01(\r\"\x82\x03\n\nWorkerInfo\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x0e\n\x06preset\x18\x03 \x01(\t\x12\x12\n\nvocab_size\x18\x04 \x01(\r\x12\x16\n\x0e\x63ontext_length\x18\x05 \x01(\r\x12\x15\n\reos_token_ids\x18\x06 \x03(\x05\x12\x13\n\x0bhidden_size\x18\x07 \x01(\r\x12\x1b\n\x13has_acceptance_head\x18\x08 \x01(\x08\x12\x10\n\x08sessions\x18\t \x01(\r\x12\x11\n\tevictions\x18\n \x01(\x04\x12\x14\n\x0cmax_sessions\x18\x0b \x01(\r\x12\x16\n\x0eproposal_top_n\x18\x0c \x01(\r\x12\x14\n\x0c\x63ost_profile\x18\r \x01(\t\x12\x11\n\tmax_batch\x18\x0e \x01(\r\x12\x19\n\x11\x62udgeted_forwards\x18\x0f \x01(\x04\x12\x18\n\x10overrun_forwards\x18\x10 \x01(\x04\x12\x0e\n\x06\x64\x65vice\x18\x11 \x01(\t\x12\x0c\n\x04host\x18\x12 \x01(\t\"\x10\n\x0eGetInfoRequest\"$\n\x0eReleaseRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"#\n\x0fReleaseResponse\x12\x10\n\x08released\x18\x01 \x01(\x08*T\n\tEntropyOf\x12\x1a\n\x16\x45NTROPY_OF_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x45NTROPY_OF_NEXT\x10\x01\x12\x16\n\x12\x45NTROPY_OF_DRAFTED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17specdec/v1/common.proto\x12\nspecdec.v1\"\x8f\x01\n\x0eSamplingParams\x12\x13\n\x0btemperature\x18\x01 \x01(\x01\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\r\n\x05top_p\x18\x03 \x01(\x01\x12\x30\n\nconstraint\x18\x04 \x01(\x0b\x32\x1c.specdec.v1.OutputConstraint\x12\x18\n\x10\x63onstraint_start\x18\x05 \x01(\r\"\xbd\x01\n\x10OutputConstraint\x12/\n\x04kind\x18\x01 \x01(\x0e\x32!.specdec.v1.OutputConstraint.Kind\x12\x0c\n\x04spec\x18\x02 \x01(\t\"j\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10KIND_JSON_OBJECT\x10\x01\x12\x14\n\x10KIND_JSON_SCHEMA\x10\x02\x12\x0e\n\nKIND_REGEX\x10\x03\x12\x10\n\x0cKIND_GRAMMAR\x10\x04\"\xc1\x01\n\x08StopRule\x12\x12\n\nmax_tokens\x18\x01 \x01(\r\x12\x12\n\nmin_tokens\x18\x02 \x01(\r\x12\x1b\n\x0e\x65ntropy_lambda\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x1d\n\x10reject_threshold\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12)\n\nentropy_of\x18\x05 \x01(\x0e\x32\x15.specdec.v1.EntropyOfB\x11\n\x0f_entropy_lambdaB\x13\n\x11_reject_threshold\",\n\x08Proposal\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12\r\n\x05probs\x18\x02 \x03(\x02\"\x82\x02\n\nTreeParams\x12\x12\n\x05width\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\x05\x64\x65pth\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x16\n\tmax_nodes\x18\x03 \x01(\x05H\x02\x88\x01\x01\x12\x1e\n\x11sibling_threshold\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x1b\n\x0eprob_threshold\x18\x05 \x01(\x01H\x04\x88\x01\x01\x12\x1a\n\rmerge_context\x18\x06 \x01(\x05H\x05\x88\x01\x01\x42\x08\n\x06_widthB\x08\n\x06_depthB\x0c\n\n_max_nodesB\x14\n\x12_sibling_thresholdB\x11\n\x0f_prob_thresholdB\x10\n\x0e_merge_context\"\xd7\x01\n\tDraftTree\x12\x0e\n\x06tokens\x18\x01 \x03(\x05\x12\x0f\n\x07parents\x18\x02 \x03(\x05\x12\'\n\tproposals\x18\x03 \x03(\x0b\x32\x14.specdec.v1.Proposal\x12\x15\n\rroot_proposal\x18\x04 \x01(\x05\x12\x14\n\x0cproposal_ids\x18\x05 \x03(\x05\x12\x11\n\tdag_nodes\x18\x06 \x01(\r\x12\x14\n\x0cmerged_nodes\x18\x07 \x01(\r\x12\x12\n\nsaved_rows\x18\x08 \x01(\r\x12\x16\n\x0esaved_forwards\x18\t \x01(\r\"\x82\x03\n\nWorkerInfo\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x0e\n\x06preset\x18\x03 \x01(\t\x12\x12\n\nvocab_size\x18\x04 \x01(\r\x12\x16\n\x0e\x63ontext_length\x18\x05 \x01(\r\x12\x15\n\reos_token_ids\x18\x06 \x03(\x05\x12\x13\n\x0bhidden_size\x18\x07 \x01(\r\x12\x1b\n\x13has_acceptance_head\x18\x08 \x01(\x08\x12\x10\n\x08sessions\x18\t \x01(\r\x12\x11\n\tevictions\x18\n \x01(\x04\x12\x14\n\x0cmax_sessions\x18\x0b \x01(\r\x12\x16\n\x0eproposal_top_n\x18\x0c \x01(\r\x12\x14\n\x0c\x63ost_profile\x18\r \x01(\t\x12\x11\n\tmax_batch\x18\x0e \x01(\r\x12\x19\n\x11\x62udgeted_forwards\x18\x0f \x01(\x04\x12\x18\n\x10overrun_forwards\x18\x10 \x01(\x04\x12\x0e\n\x06\x64\x65vice\x18\x11 \x01(\t\x12\x0c\n\x04host\x18\x12 \x01(\t\"\x10\n\x0eGetInfoRequest\"$\n\x0eReleaseRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"#\n\x0fReleaseResponse\x12\x10\n\x08released\x18\x01 \x01(\x08*T\n\tEntropyOf\x12\x1a\n\x16\x45NTROPY_OF_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x45NTROPY_OF_NEXT\x10\x01\x12\x16\n\x12\x45NTROPY_OF_DRAFTED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'specdec.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENTROPYOF']._serialized_start=1311
-  _globals['_ENTROPYOF']._serialized_end=1395
-  _globals['_SAMPLINGPARAMS']._serialized_start=39
-  _globals['_SAMPLINGPARAMS']._serialized_end=106
-  _globals['_STOPRULE']._serialized_start=109
-  _globals['_STOPRULE']._serialized_end=302
-  _globals['_PROPOSAL']._serialized_start=304
-  _globals['_PROPOSAL']._serialized_end=348
-  _globals['_TREEPARAMS']._serialized_start=351
-  _globals['_TREEPARAMS']._serialized_end=609
-  _globals['_DRAFTTREE']._serialized_start=612
-  _globals['_DRAFTTREE']._serialized_end=827
-  _globals['_WORKERINFO']._serialized_start=830
-  _globals['_WORKERINFO']._serialized_end=1216
-  _globals['_GETINFOREQUEST']._serialized_start=1218
-  _globals['_GETINFOREQUEST']._serialized_end=1234
-  _globals['_RELEASEREQUEST']._serialized_start=1236
-  _globals['_RELEASEREQUEST']._serialized_end=1272
-  _globals['_RELEASERESPONSE']._serialized_start=1274
-  _globals['_RELEASERESPONSE']._serialized_end=1309
+  _globals['_ENTROPYOF']._serialized_start=1580
+  _globals['_ENTROPYOF']._serialized_end=1664
+  _globals['_SAMPLINGPARAMS']._serialized_start=40
+  _globals['_SAMPLINGPARAMS']._serialized_end=183
+  _globals['_OUTPUTCONSTRAINT']._serialized_start=186
+  _globals['_OUTPUTCONSTRAINT']._serialized_end=375
+  _globals['_OUTPUTCONSTRAINT_KIND']._serialized_start=269
+  _globals['_OUTPUTCONSTRAINT_KIND']._serialized_end=375
+  _globals['_STOPRULE']._serialized_start=378
+  _globals['_STOPRULE']._serialized_end=571
+  _globals['_PROPOSAL']._serialized_start=573
+  _globals['_PROPOSAL']._serialized_end=617
+  _globals['_TREEPARAMS']._serialized_start=620
+  _globals['_TREEPARAMS']._serialized_end=878
+  _globals['_DRAFTTREE']._serialized_start=881
+  _globals['_DRAFTTREE']._serialized_end=1096
+  _globals['_WORKERINFO']._serialized_start=1099
+  _globals['_WORKERINFO']._serialized_end=1485
+  _globals['_GETINFOREQUEST']._serialized_start=1487
+  _globals['_GETINFOREQUEST']._serialized_end=1503
+  _globals['_RELEASEREQUEST']._serialized_start=1505
+  _globals['_RELEASEREQUEST']._serialized_end=1541
+  _globals['_RELEASERESPONSE']._serialized_start=1543
+  _globals['_RELEASERESPONSE']._serialized_end=1578
 # @@protoc_insertion_point(module_scope)

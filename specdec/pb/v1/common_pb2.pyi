@@ -17,14 +17,38 @@ ENTROPY_OF_NEXT: EntropyOf
 ENTROPY_OF_DRAFTED: EntropyOf
 
 class SamplingParams(_message.Message):
-    __slots__ = ("temperature", "top_k", "top_p")
+    __slots__ = ("temperature", "top_k", "top_p", "constraint", "constraint_start")
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     TOP_P_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINT_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINT_START_FIELD_NUMBER: _ClassVar[int]
     temperature: float
     top_k: int
     top_p: float
-    def __init__(self, temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ...) -> None: ...
+    constraint: OutputConstraint
+    constraint_start: int
+    def __init__(self, temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., constraint: _Optional[_Union[OutputConstraint, _Mapping]] = ..., constraint_start: _Optional[int] = ...) -> None: ...
+
+class OutputConstraint(_message.Message):
+    __slots__ = ("kind", "spec")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[OutputConstraint.Kind]
+        KIND_JSON_OBJECT: _ClassVar[OutputConstraint.Kind]
+        KIND_JSON_SCHEMA: _ClassVar[OutputConstraint.Kind]
+        KIND_REGEX: _ClassVar[OutputConstraint.Kind]
+        KIND_GRAMMAR: _ClassVar[OutputConstraint.Kind]
+    KIND_UNSPECIFIED: OutputConstraint.Kind
+    KIND_JSON_OBJECT: OutputConstraint.Kind
+    KIND_JSON_SCHEMA: OutputConstraint.Kind
+    KIND_REGEX: OutputConstraint.Kind
+    KIND_GRAMMAR: OutputConstraint.Kind
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    kind: OutputConstraint.Kind
+    spec: str
+    def __init__(self, kind: _Optional[_Union[OutputConstraint.Kind, str]] = ..., spec: _Optional[str] = ...) -> None: ...
 
 class StopRule(_message.Message):
     __slots__ = ("max_tokens", "min_tokens", "entropy_lambda", "reject_threshold", "entropy_of")
