@@ -147,9 +147,10 @@ def _generate_remote(address, prompt, chat, params, connect) -> dict:
     return stats
 
 
-from specdec.bench.cli import bench  # noqa: E402  (typer-only module: keeps --help fast)
+from specdec.bench.cli import bench, bench_structured  # noqa: E402  (typer-only module: keeps --help fast)
 
 app.command("bench")(bench)
+app.command("bench-structured")(bench_structured)
 
 from specdec.specdecpp.cli import train_head  # noqa: E402  (typer-only module: keeps --help fast)
 

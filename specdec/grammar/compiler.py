@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Sequence
 
 from specdec.core.constraint import ConstraintKind, OutputConstraint
@@ -41,6 +43,20 @@ def check_constraint(constraint: OutputConstraint | None) -> None:
         raise ValueError(f"response_format: invalid {what}: {first[:300]}") from None
 
 
+@dataclass
+class GrammarStats:
+    """What masking cost one worker: the bench's per-token grammar cost."""
+
+    rows: int = 0  # logits rows masked
+    seconds: float = 0.0  # spent syncing the matcher, filling and applying masks
+    compiles: int = 0  # grammars compiled (cache misses)
+    compile_seconds: float = 0.0
+
+    def add(self, rows: int, seconds: float) -> None:
+        self.rows += rows  # the GIL keeps these adds whole enough for a counter
+        self.seconds += seconds
+
+
 class GrammarCompiler:
     """One tokenizer's vocabulary (prepared lazily: ~0.5 s for 150k tokens) and an LRU of
     compiled grammars. Thread-safe: the model threads of one worker share it."""
@@ -48,6 +64,7 @@ class GrammarCompiler:
     def __init__(self, tokenizer, vocab_size: int, stop_token_ids: Sequence[int]):
         self.tokenizer, self.vocab_size, self.stop_token_ids = tokenizer, int(vocab_size), list(stop_token_ids)
         self._compiler = None
+        self.stats = GrammarStats()
         self._cache: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
 
@@ -59,7 +76,10 @@ class GrammarCompiler:
                 return self._cache[key]
             compiler = self._ensure_compiler()
         check_constraint(constraint)  # a clear ValueError before xgrammar's own
+        began = time.perf_counter()
         compiled = compiler.compile_grammar(_grammar(constraint))
+        self.stats.compiles += 1
+        self.stats.compile_seconds += time.perf_counter() - began
         with self._lock:
             self._cache[key] = compiled
             while len(self._cache) > CACHE_SIZE:

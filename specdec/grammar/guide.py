@@ -15,6 +15,7 @@ the path is never accepted and the row is never used.
 
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
 import torch
@@ -33,7 +34,7 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 class Guide:
-    def __init__(self, compiled, constraint: OutputConstraint, vocab_size: int):
+    def __init__(self, compiled, constraint: OutputConstraint, vocab_size: int, stats=None):
         import xgrammar as xgr
 
         self._xgr = xgr
@@ -42,6 +43,7 @@ class Guide:
         self.vocab_size = vocab_size
         self.matcher = xgr.GrammarMatcher(compiled)  # max_rollback_tokens=-1: any depth
         self.accepted: list[int] = []  # what the matcher holds: sequence[start:]
+        self.stats = stats  # the worker's GrammarStats, when counted
         # tokens after the document's end (a draft may run past EOS; the loop cuts there): held
         # in `accepted` but not in the matcher, which refuses anything after its stop token
         self.past_end = 0
@@ -95,12 +97,14 @@ class Guide:
     def mask_chain(self, logits: torch.Tensor, sequence: Sequence[int], upcoming: Sequence[int] = ()) -> torch.Tensor:
         """Mask `logits` [n, V] in place: row j is the distribution after
         sequence + upcoming[:j] (n <= len(upcoming) + 1). Returns `logits`."""
+        began = time.perf_counter()
         self.sync(sequence)
         n = logits.shape[0]
         bitmask = self._xgr.allocate_token_bitmask(n, self.vocab_size)  # all allowed
         fitted = self._advance_rows(bitmask, upcoming[: n - 1])
         self._rollback(fitted)
         self._apply(logits, bitmask)
+        self._count(n, began)
         return logits
 
     def _advance_rows(self, bitmask: torch.Tensor, upcoming: Sequence[int]) -> int:
@@ -114,6 +118,7 @@ class Guide:
     def mask_paths(self, logits: torch.Tensor, sequence: Sequence[int], paths: Sequence[Sequence[int]]) -> torch.Tensor:
         """Mask `logits` [n, V] in place: row i is the distribution after sequence + paths[i]
         (GSD's tree rows: each node's path from the root). Returns `logits`."""
+        began = time.perf_counter()
         self.sync(sequence)
         bitmask = self._xgr.allocate_token_bitmask(len(paths), self.vocab_size)
         for row, path in enumerate(paths):
@@ -122,7 +127,12 @@ class Guide:
                 self._fill(bitmask, row)
             self._rollback(fitted)
         self._apply(logits, bitmask)
+        self._count(len(paths), began)
         return logits
+
+    def _count(self, rows: int, began: float) -> None:
+        if self.stats is not None:
+            self.stats.add(rows, time.perf_counter() - began)
 
     def _apply(self, logits: torch.Tensor, bitmask: torch.Tensor) -> None:
         self._xgr.apply_token_bitmask_inplace(logits, bitmask, vocab_size=min(self.vocab_size, logits.shape[-1]))
@@ -137,4 +147,4 @@ def guide_for(current: Guide | None, compiler, constraint: OutputConstraint | No
         return current
     if compiler is None:
         raise ValueError("structured output needs the worker's tokenizer: this worker was started without one")
-    return Guide(compiler.compile(constraint), constraint, compiler.vocab_size)
+    return Guide(compiler.compile(constraint), constraint, compiler.vocab_size, compiler.stats)
