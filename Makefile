@@ -4,7 +4,7 @@ PIP     ?= .venv/bin/pip
 PYTEST  ?= .venv/bin/pytest
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test test-full test-slow test-ray demo bench protos certs loadtest clean
+.PHONY: install test test-full test-slow test-ray demo bench protos certs loadtest loadtest-chaos clean
 
 .venv/.installed: pyproject.toml
 	python3 -m venv .venv
@@ -47,6 +47,13 @@ loadtest: install
 	$(PY) -m loadtest --stack tiny --scenario steady --clients 1,4,16 --requests 48 --duration 60 --max-batch 16 \
 		--max-new-tokens 64 --fail-on-errors --json bench-results/loadtest-tiny.json \
 		--plot bench-results/loadtest-tiny.png --markdown bench-results/loadtest-tiny.md
+
+# Chaos under load: 32 streams (sequential, PEARL, GSD; greedy and sampled) against 2 draft + 2 target
+# replicas; a target and a draft replica SIGKILLed at 15 s, the target restarted at 30 s. Exits 1 if a
+# request fails or is lost, or a greedy output differs from the target alone (60 s of load, 600 s at most)
+loadtest-chaos: install
+	$(PY) -m loadtest --stack tiny --scenario chaos --clients 32 --duration 60 --max-new-tokens 64 \
+		--fail-on-lost --fail-on-errors --json bench-results/chaos-tiny.json --markdown bench-results/chaos-tiny.md
 
 # Regenerate specdec/pb/v1 from protos/specdec/v1 (commit the result; CI checks it is fresh)
 protos: install

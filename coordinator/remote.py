@@ -17,8 +17,9 @@ committed sequence plus the accepted tokens.
 
 Membership (coordinator/discovery.py): `Workers.set_members` adds and removes
 replicas at run time. A request takes the replica with the fewest sessions (ties in
-turn) and sticks to it; when its replica leaves the pool, the session moves to
-another at its next call (a re-prefill), and the channel closes once no session uses it.
+turn), passing over replicas whose channel failed to connect while another has not, and
+sticks to it; when its replica leaves the pool, the session moves to another at its next
+call (a re-prefill), and the channel closes once no session uses it.
 """
 
 from __future__ import annotations
@@ -93,6 +94,13 @@ class Replica:
         self.sessions = 0  # requests bound to this replica now (the pool balances on it)
         self.left = False  # removed by discovery: no new sessions; closed once idle
         self.on_idle = None  # called when it has left and its last session is gone
+
+    @property
+    def down(self) -> bool:
+        """The channel's last connection attempt failed (TRANSIENT_FAILURE): the worker is
+        dead or unreachable. gRPC keeps reconnecting in the background (CHANNEL_OPTIONS'
+        backoff), so a restarted worker is READY again without a call being sent to it."""
+        return self.channel.get_state() is grpc.ChannelConnectivity.TRANSIENT_FAILURE
 
     def lease(self, owner) -> weakref.finalize:
         """Count a session on this replica until the returned callable is called (once)
@@ -514,9 +522,13 @@ class Workers:
         self.speed = SpeedRatio()  # the workers' measured compute: PEARL's default window
 
     def pick(self, replicas: Sequence[Replica]) -> Replica:
-        """The replica with the fewest sessions; among equals, each in turn."""
+        """The replica with the fewest sessions; among equals, each in turn. Replicas that
+        are `down` are passed over while another is not: a dead replica soon holds no
+        sessions, so by the count alone it would draw every new request (each then failing
+        over, or, on a dead draft, decoding target-only to its end)."""
         n = next(self._turn) % len(replicas)
-        return min([*replicas[n:], *replicas[:n]], key=lambda r: r.sessions)
+        ordered = [*replicas[n:], *replicas[:n]]
+        return min([r for r in ordered if not r.down] or ordered, key=lambda r: r.sessions)
 
     def endpoints(self) -> tuple[RemoteDraft | None, RemoteTarget]:
         """Fresh endpoints for one request: the least busy draft and target replicas."""

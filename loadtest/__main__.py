@@ -5,23 +5,28 @@
     python -m loadtest --address 127.0.0.1:50051 --scenario burst --clients 8 --unary
     python -m loadtest --stack tiny --cost-profile gpu-batch --max-batch 16 --clients 1,4,16,32 \
         --sweep autoregressive,sequential:fixed:4,pearl:fixed:4,auto --json bench-results/capacity.json
+    python -m loadtest --stack tiny --scenario chaos --clients 32 --duration 60 --fail-on-lost \
+        --json bench-results/chaos-tiny.json --markdown bench-results/chaos-tiny.md
 
 --stack starts draft worker, target worker and coordinator on 127.0.0.1 (as
 `specdec up`) and stops them at the end; --address loads a running coordinator,
 loopback only unless --allow-remote. Each --clients level is one run of the scenario,
 in order, against the same servers. --sweep runs every configuration it names at every
 level and reports each one's capacity at a latency goal (loadtest/capacity.py).
+--scenario chaos starts its own stack of 2 draft and 2 target replicas and kills and
+restarts replicas under load (loadtest/chaos.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from contextlib import nullcontext
 from pathlib import Path
 
-from loadtest import capacity
+from loadtest import capacity, chaos, chaos_report
 from specdec.client import workers as budgets
 from loadtest.report import machine_info, markdown_table, plot, summarise, write_json
 from loadtest.runner import run_plan
@@ -34,6 +39,8 @@ from loadtest.scenarios import (
     load_prompts,
 )
 from specdec.core.names import Mode, PolicyName
+
+CHAOS = "chaos"  # not a Scenario of LoadPlan: it has its own runner and report (loadtest/chaos.py)
 
 
 def _levels(text: str) -> list[int]:
@@ -62,9 +69,11 @@ def parser() -> argparse.ArgumentParser:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--address", help="A running coordinator, HOST:PORT (loopback unless --allow-remote).")
     where.add_argument("--stack", choices=["tiny", "qwen-coder"], help="Start a local stack of this preset for the run.")
-    p.add_argument("--scenario", choices=[s.value for s in Scenario], default="steady", help="steady | ramp | burst.")
+    p.add_argument("--scenario", choices=[s.value for s in Scenario] + [CHAOS], default="steady",
+                   help="steady | ramp | burst | chaos (replicas killed and restarted under load: loadtest/chaos.py).")
     p.add_argument("--clients", type=_levels, default=[1], help="Concurrency levels, e.g. 1,4,16 (one run each).")
-    p.add_argument("--requests", type=int, default=16, help="Requests per level at most (default 16).")
+    p.add_argument("--requests", type=int, default=None,
+                   help=f"Requests per level at most (default 16; chaos: {chaos.ChaosPlan.requests}).")
     p.add_argument("--duration", type=float, default=60.0, help="No request starts after this many s per level.")
     p.add_argument("--drain", type=float, default=30.0, help="Then in-flight requests get this long (s), then TIMEOUT.")
     p.add_argument("--ramp", type=float, default=None, help="ramp: s until the last client joins (default duration/2).")
@@ -78,8 +87,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=[m.value for m in Mode], default=None, help="Default: the server's.")
     p.add_argument("--policy", choices=[p.value for p in PolicyName], default=None, help="Default: the server's.")
     p.add_argument("--draft-length", type=int, default=None)
-    p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default).")
-    p.add_argument("--seed", type=int, default=None, help="Fixed seed for sampled requests.")
+    p.add_argument("--temperature", type=float, default=None,
+                   help=f"0 = greedy (default). chaos: the sampled streams' (default {chaos.ChaosPlan.temperature}).")
+    p.add_argument("--seed", type=int, default=None, help="Fixed seed for sampled requests (chaos: the base seed).")
     p.add_argument("--ignore-eos", action=argparse.BooleanOptionalAction, default=True,
                    help="Generate exactly --max-new-tokens (default on: comparable token counts).")
     p.add_argument("--sweep", type=_sweep, default=None,
@@ -97,6 +107,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", dest="markdown_path", help="Write the markdown table here too.")
     p.add_argument("--fail-on-errors", action="store_true", help="Exit 1 if any request failed (CI).")
     p.add_argument("--allow-remote", action="store_true", help="Allow a non-loopback --address (prints a warning).")
+    c = p.add_argument_group("chaos", "--scenario chaos: faults at fixed times after the first request")
+    c.add_argument("--kill-at", type=float, default=None,
+                   help="SIGKILL a target and a draft replica (default duration/4).")
+    c.add_argument("--restart-at", type=float, default=None, help="Restart one of them (default duration/2).")
+    c.add_argument("--restart", choices=chaos.RESTARTABLE, default="target", help="Which one (default target).")
+    c.add_argument("--settle", type=float, default=chaos.ChaosPlan.settle_s,
+                   help="s after the restarted worker serves until the 'after' phase (default 2).")
+    c.add_argument("--after", type=float, default=chaos.ChaosPlan.after_s,
+                   help="The 'after' phase lasts at least this many s, past --duration if the restart was slow "
+                        "(default 5).")
+    c.add_argument("--timeout", type=float, default=chaos.ChaosPlan.timeout_s,
+                   help="Cut the whole run (reference, start-up, load) after this many s (default 600).")
+    c.add_argument("--fail-on-lost", action="store_true",
+                   help="Exit 1 if a request was lost, a greedy output differs from the target alone, or a "
+                        "fault or phase did not happen (CI).")
     return p
 
 
@@ -110,6 +135,10 @@ def request_params(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.scenario == CHAOS:
+        return run_chaos(args)
+    if args.requests is None:
+        args.requests = 16
     try:
         if args.address:
             warning = check_loopback(args.address, args.allow_remote)
@@ -182,6 +211,65 @@ def main(argv: list[str] | None = None) -> int:
             plot(args.plot_path, summaries, title)
     failed = sum(s["requests"] - s["ok"] for s in summaries)
     return 1 if args.fail_on_errors and failed else 0
+
+
+def chaos_plan(args) -> tuple[chaos.ChaosPlan, list]:
+    """--scenario chaos's plan and prompts from the flags; ValueError names what it cannot run."""
+    refused = [flag for flag, given in (("--address", args.address), ("--mode", args.mode), ("--sweep", args.sweep),
+                                         ("--unary", not args.stream), ("--plot", args.plot_path)) if given]
+    if refused:
+        raise ValueError(f"--scenario chaos does not take {', '.join(refused)}: it starts its own stack "
+                         "(--stack) and streams every mode")
+    if len(args.clients) != 1:
+        raise ValueError(f"--scenario chaos runs one --clients level, got {len(args.clients)}")
+    prompts = load_prompts(SHORT_PROMPTS if args.prompts == "short" else args.prompts, args.mix)
+    extra = {k: v for k, v in (("policy", args.policy), ("draft_length", args.draft_length)) if v is not None}
+    default = chaos.ChaosPlan
+    plan = chaos.ChaosPlan(
+        clients=args.clients[0], requests=args.requests or default.requests, duration_s=args.duration,
+        kill_at_s=args.kill_at, restart_at_s=args.restart_at, restart=args.restart, settle_s=args.settle,
+        after_s=args.after, drain_s=args.drain, max_new_tokens=args.max_new_tokens,
+        temperature=default.temperature if args.temperature is None else args.temperature,
+        seed=args.seed or 0, params=extra, warmup=args.warmup, timeout_s=args.timeout,
+    )
+    return plan, prompts
+
+
+def run_chaos(args) -> int:
+    """--scenario chaos: its own cluster (it kills processes), one --clients level, streamed."""
+    try:
+        plan, prompts = chaos_plan(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    meta = machine_info()
+    worker_args = ["--max-batch", str(args.max_batch)]
+    if args.cost_profile:
+        worker_args += ["--cost-profile", args.cost_profile]
+    try:
+        result = chaos.run(plan, prompts, args.stack, worker_args, args.startup_timeout,
+                           log=lambda line: print(line, file=sys.stderr, flush=True))
+    except Exception as exc:  # a stack that did not start, the overall timeout; KeyboardInterrupt passes
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    meta.update(stack=args.stack, cost_profile=args.cost_profile, max_batch=args.max_batch,
+                load_average_after=_load_average())
+    summary = chaos_report.summarise(result)
+    print(chaos_report.markdown_table(summary))
+    print(chaos_report.describe(summary))
+    if args.markdown_path:
+        chaos_report.write_markdown(args.markdown_path, summary, meta)
+    if args.json_path:
+        chaos_report.write_json(args.json_path, result, summary, meta)
+    broken = args.fail_on_lost and (summary["lost"] or summary["greedy_mismatches"] or not summary["complete"])
+    return 1 if broken or (args.fail_on_errors and summary["failed"]) else 0
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ The command lines come from `make -n TARGET` (make itself expands the recipe), s
 cannot drift from the Makefile; the test only points the output flags at new nested folders
 under tmp_path and scales the run down (tiny preset, one prompt or request, a few tokens).
 Each is a real subprocess of the real CLI. Not run: install (the venv exists), test,
-test-full, test-slow, test-ray (the suites themselves), demo (fetches the real pair), clean.
+test-full, test-slow, test-ray (the suites themselves), demo (fetches the real pair), clean, and
+loadtest-chaos (five processes and a restart: tests/e2e/test_chaos.py runs its CLI scaled down, into
+new nested folders, and checks the Makefile's command parses).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import pytest
 
 from tests.helpers.paths import REPO
 
-NOT_RUN = {"install", "test", "test-full", "test-slow", "test-ray", "demo", "clean"}
+NOT_RUN = {"install", "test", "test-full", "test-slow", "test-ray", "demo", "clean", "loadtest-chaos"}
 GENERATED = ("bench-results", ".certs")  # output folders the Makefile names: must all be redirected
 MAKE_ENV_DROP = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "DNS")  # under `make test`: keep the outer make's state out
 

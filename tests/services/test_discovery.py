@@ -312,6 +312,34 @@ def test_pool_balances_sessions_and_drops_departed_replicas_once_idle():
     asyncio.run(scenario())
 
 
+def test_pool_passes_over_a_replica_whose_connection_failed_while_another_has_not():
+    """A dead replica soon holds no sessions; by the count alone it would draw every new
+    request (on a dead draft, each would then decode target-only to its end). Nothing
+    listens on these ports: `dead` is made to try, `untried` never dials (IDLE)."""
+    dead, untried = (f"127.0.0.1:{p}" for p in free_ports(2))
+
+    async def failed(replica) -> None:
+        import grpc
+
+        state = replica.channel.get_state(try_to_connect=True)
+        while state is not grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            await asyncio.wait_for(replica.channel.wait_for_state_change(state), 10)
+            state = replica.channel.get_state(try_to_connect=True)
+
+    async def scenario():
+        workers = Workers(draft=[dead, untried], target=[untried])
+        await failed(workers.drafts[0])
+        held = [workers.endpoints() for _ in range(3)]  # the dead one has 0 sessions, the other 3 ...
+        assert [r.down for r in workers.drafts] == [True, False]
+        assert {d.replica.address for d, _ in held} == {untried}  # ... and still draws every request
+        await failed(workers.drafts[1])  # none left up: the count decides again
+        assert workers.endpoints()[0].replica.address == dead
+        del held
+        await workers.close()
+
+    asyncio.run(scenario())
+
+
 def test_no_ready_target_keeps_the_last_known_ones():
     a = f"127.0.0.1:{free_ports(1)[0]}"
 
