@@ -57,8 +57,9 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER 10001:10001
 WORKDIR /home/specdec
 
-# gRPC: coordinator 50051, draft worker 50061, target worker 50071; Prometheus metrics 9400.
-EXPOSE 50051 50061 50071 9400
+# gRPC: coordinator 50051, draft worker 50061, target worker 50071; the HTTP gateway 8000;
+# Prometheus metrics 9400.
+EXPOSE 50051 50061 50071 8000 9400
 
 ENTRYPOINT ["specdec"]
 CMD ["--help"]

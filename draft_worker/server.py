@@ -15,6 +15,7 @@ from specdec.rpc.convert import worker_info_to_pb
 from specdec.rpc.serving import Running, serve_until_signal
 from specdec.rpc.telemetry import ServiceTelemetry
 from specdec.rpc.worker import start_worker
+from specdec.runtime.compiled import apply_runtime
 from specdec.runtime.cost import CostProfile
 from specdec.telemetry import tracing
 from specdec.grammar import compiler_for
@@ -26,6 +27,7 @@ def build_servicer(config: DraftWorkerConfig) -> DraftWorkerServicer:
     set_threads(config.threads)
     placement = Placement(config.device, config.device_map, config.tp_plan)
     pair = load_worker_model("draft", config.preset, config.model, config.seed, config.dtype, placement)
+    apply_runtime(pair.draft, config.runtime)
     budget = CostProfile.load(config.cost_profile).budget("draft", config.preset) if config.cost_profile else None
     head = None
     if config.acceptance_head:

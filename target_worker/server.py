@@ -13,6 +13,7 @@ from specdec.rpc.convert import worker_info_to_pb
 from specdec.rpc.serving import Running, serve_until_signal
 from specdec.rpc.telemetry import ServiceTelemetry
 from specdec.rpc.worker import start_worker
+from specdec.runtime.compiled import apply_runtime
 from specdec.runtime.cost import CostProfile
 from specdec.telemetry import tracing
 from specdec.grammar import compiler_for
@@ -26,6 +27,7 @@ def build_servicer(config: TargetWorkerConfig) -> TargetWorkerServicer:
     set_threads(config.threads)
     placement = Placement(config.device, config.device_map, config.tp_plan)
     pair = load_worker_model("target", config.preset, config.model, config.seed, config.dtype, placement)
+    apply_runtime(pair.target, config.runtime)
     budget = CostProfile.load(config.cost_profile).budget("target", config.preset) if config.cost_profile else None
     endpoint = LocalTarget(
         pair.target, budget, max_sessions=config.max_sessions, ttl_s=config.session_ttl_s,

@@ -57,6 +57,12 @@ def bench(
                                                               "by policy specdecpp; loaded by the draft worker too."),
     tree_nodes: Optional[int] = typer.Option(None, help="Mode gsd: nodes per verified tree at most (default 64; "
                                                         "31 keeps a tree pass within one flat budget of 32 tokens)."),
+    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N: where the target runs (and the draft, unless "
+                                           "--draft-device); the gRPC transport's workers get it too."),
+    draft_device: Optional[str] = typer.Option(None, help="Put the draft on another device than the target, e.g. "
+                                                          "cuda:1 (default: --device)."),
+    runtime: str = typer.Option("eager", help="eager | compiled: each decoder layer under torch.compile with dynamic "
+                                              "shapes (specdec/runtime/compiled.py); both models, both transports."),
 ):
     """Run modes x policies against the target-alone baseline; print and save tables, JSON and a plot."""
     from specdec.bench import report
@@ -73,7 +79,9 @@ def bench(
         repeats=repeats, temperature=temperature, dtype=dtype, peer=peer, threads=threads, seed=seed, chat=chat,
         warmup_tokens=warmup_tokens, transport=transport,
         acceptance_head=str(acceptance_head.expanduser()) if acceptance_head else None, tree_nodes=tree_nodes,
+        device=device, draft_device=draft_device, runtime=runtime,
     )
+    _check_devices(device, draft_device, runtime)
     if transport not in ("inprocess", "grpc", "both"):
         _fail(f"--transport must be inprocess, grpc or both, got {transport!r}")
     if repeats < 1 or max_new_tokens < 1 or (limit is not None and limit < 1):
@@ -99,6 +107,48 @@ def bench(
         raise typer.Exit(1)
 
 
+def _check_devices(device: str, draft_device: str | None, runtime: str) -> None:
+    from specdec.models.placement import DEVICE
+    from specdec.runtime.compiled import RUNTIMES
+
+    for flag, value in (("--device", device), ("--draft-device", draft_device)):
+        if value is not None and not DEVICE.match(value):
+            _fail(f"{flag} must be cpu, cuda or cuda:N, got {value!r}")
+    if runtime not in RUNTIMES:
+        _fail(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if any(v.startswith("cuda") for v in (device, draft_device or "")):
+        import torch
+
+        if not torch.cuda.is_available():
+            _fail("a cuda device was asked for, but torch sees none (torch.cuda.is_available() is False)")
+
+
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
+
+
+def bench_structured(
+    preset: str = typer.Option("qwen-coder", help="Model pair: qwen-coder (the real pair) or tiny."),
+    cost: str = typer.Option("gpu-like", help="A cost profile name or path (emulated), or real (this machine)."),
+    dtype: str = typer.Option("float32", help="float32 | bfloat16 | float16."),
+    configs: str = typer.Option(",".join(["sequential:adaedl", "sequential:fixed:4", "pearl:fixed:4", "gsd:-",
+                                          "auto:auto"]), help="Comma-separated MODE:POLICY[:K] (gsd:- = defaults)."),
+    max_new_tokens: int = typer.Option(128, help="Tokens at most per JSON document."),
+    limit: Optional[int] = typer.Option(None, help="Use the first N of the 3 prompts."),
+    json_path: Path = typer.Option(Path("bench-results/structured.json"), "--json", help="Raw records + summary; "
+                                                                                      "the table goes next to it (.md)."),
+):
+    """Speculative decoding with a JSON schema vs the constrained target alone, and the grammar's cost per token."""
+    from specdec.bench.structured import StructuredSettings, markdown, run_structured, write
+
+    settings = StructuredSettings(preset=preset, cost=None if cost == "real" else cost, dtype=dtype,
+                                  configs=_split(configs), max_new_tokens=max_new_tokens, limit=limit)
+    result = run_structured(settings, progress=lambda line: typer.echo(line, err=True))
+    table = write(result, json_path)
+    typer.echo(markdown(result))
+    typer.echo(f"wrote {json_path}, {table}", err=True)
+    bad = [row["config"] for row in result["summary"] if not (row["identical"] and row["valid"])]
+    if bad:
+        typer.echo("!!! OUTPUT DIFFERS FROM THE CONSTRAINED TARGET ALONE OR IS INVALID in " + ", ".join(bad), err=True)
+        raise typer.Exit(1)

@@ -363,8 +363,14 @@ def title(raw: dict, summary: dict) -> str:
     sampling = "greedy" if s["temperature"] == 0 else f"temperature {s['temperature']}"
     transport = s.get("transport", "inprocess")
     via = "" if transport == "inprocess" else f", transport {transport}"
+    device = s.get("device", "cpu")
+    if s.get("draft_device") and s["draft_device"] != device:
+        device = f"target {device}, draft {s['draft_device']}"
+    gpu = raw.get("machine", {}).get("gpu")
+    where = f", device {device}" + (f" ({gpu})" if gpu and "cuda" in device else "") if device != "cpu" else ""
+    runtime = f", runtime {s['runtime']}" if s.get("runtime", "eager") != "eager" else ""
     return (f"specdec bench: preset `{s['preset']}`, {regime}, {n_prompts} prompts x {s['repeats']} repeat(s) x "
-            f"{s['max_new_tokens']} tokens, {sampling}, {s['dtype']}{via}")
+            f"{s['max_new_tokens']} tokens, {sampling}, {s['dtype']}{via}{where}{runtime}")
 
 
 def markdown(raw: dict, summary: dict) -> str:
@@ -589,6 +595,7 @@ def machine_info() -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "cuda": torch.cuda.is_available(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "git_commit": git("rev-parse", "HEAD") or None,
         "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),

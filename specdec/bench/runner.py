@@ -65,6 +65,9 @@ class BenchSettings:
     transport: str = "inprocess"  # inprocess | grpc (the local stack, via the client) | both (interleaved)
     acceptance_head: str | None = None  # folder of a SpecDec++ head (specdec train-head): policy specdecpp needs one
     tree_nodes: int | None = None  # mode gsd: nodes per verified tree at most (None: TreeParams' default)
+    device: str = "cpu"  # cpu | cuda | cuda:N: the target, and the draft unless draft_device says otherwise
+    draft_device: str | None = None  # None: the target's device
+    runtime: str = "eager"  # eager | compiled (specdec/runtime/compiled.py), both models
 
     @property
     def emulated(self) -> bool:
@@ -212,6 +215,9 @@ class ForwardMeter:
 
     def _after(self, module, args, kwargs, output):
         started, n_tokens = self._pending
+        logits = getattr(output, "logits", None)
+        if logits is not None and logits.is_cuda:  # a GPU forward has only been queued: wait for it
+            torch.cuda.synchronize(logits.device)
         self.samples.append((n_tokens, time.perf_counter() - started))
         if self.budget is not None:
             self.budget.settle(n_tokens, started)
@@ -290,7 +296,9 @@ def calibrate(model: torch.nn.Module, prompt_ids: Sequence[int], qs: Sequence[in
 class Bench:
     """Holds the engine and the instruments for one invocation."""
 
-    def __init__(self, settings: BenchSettings, progress: Progress):
+    def __init__(self, settings: BenchSettings, progress: Progress, engine=None):
+        """`engine`: models built by the caller (scripts/gpu_check.sh's random real-size pair)
+        instead of `settings.preset`'s; it must have no cost profile unless settings name one."""
         from specdec import Engine
 
         self.settings, self.progress = settings, progress
@@ -303,8 +311,11 @@ class Bench:
         if settings.acceptance_head is None and any(c.policy == "specdecpp" for c in self.configs if c.uses_policy):
             raise ValueError("policy specdecpp needs an acceptance head: pass --acceptance-head DIR "
                              "(train one with `specdec train-head`)")
-        self.engine = Engine.from_preset(settings.preset, cost=self.profile, dtype=settings.dtype, seed=settings.seed,
-                                         acceptance_head=settings.acceptance_head)
+        self.engine = engine if engine is not None else Engine.from_preset(
+            settings.preset, cost=self.profile, dtype=settings.dtype, seed=settings.seed,
+            acceptance_head=settings.acceptance_head, device=settings.device, draft_device=settings.draft_device,
+            runtime=settings.runtime,
+        )
         self.load_s = time.perf_counter() - began
         self.encoded = [self.engine.encode(p.text, chat=settings.use_chat) for p in self.prompts]
         self.target = VerdictLog(self.engine.target_endpoint)
@@ -485,9 +496,9 @@ class Bench:
         }
 
 
-def run_bench(settings: BenchSettings, progress: Progress | None = None) -> dict:
-    """Run the whole matrix and return the raw results (see report.summarise)."""
-    return Bench(settings, progress or (lambda line: print(line, file=sys.stderr, flush=True))).run()
+def run_bench(settings: BenchSettings, progress: Progress | None = None, engine=None) -> dict:
+    """Run the whole matrix and return the raw results (see report.summarise); `engine`: see Bench."""
+    return Bench(settings, progress or (lambda line: print(line, file=sys.stderr, flush=True)), engine).run()
 
 
 def _progress_line(n: int, total: int, rec: dict) -> str:

@@ -40,6 +40,14 @@ def stats_dict(stats) -> dict:
     return d
 
 
+def worker_args(settings) -> tuple[str, ...]:
+    """The flags both workers get from the bench's settings (each its own --device)."""
+    args = ["--runtime", settings.runtime]
+    if settings.acceptance_head:
+        args += ["--acceptance-head", settings.acceptance_head]
+    return tuple(args)
+
+
 class RemoteRunner:
     """The local stack and a client; a context manager. `run(cfg, ids, ...)` -> a run record."""
 
@@ -50,7 +58,9 @@ class RemoteRunner:
         self.stack = LocalStack(
             preset=settings.preset, seed=settings.seed, dtype=settings.dtype,
             cost_profile=settings.cost if settings.emulated else None, startup_timeout_s=startup_timeout_s,
-            worker_args=("--acceptance-head", settings.acceptance_head) if settings.acceptance_head else (),
+            worker_args=worker_args(settings),
+            draft_args=("--device", settings.draft_device or settings.device),
+            target_args=("--device", settings.device),
         )
         self.client = None
         self.startup_s = None

@@ -3,7 +3,7 @@ HTTP gateway parse OpenAI's `response_format` with it).
 
 A constraint masks the model's logits before temperature, top-k and top-p, for the
 draft and the target alike; the target's constrained distribution is then the one that
-verification is exact against (docs/algorithms.md §8). The grammar itself is compiled
+verification is exact against (docs/algorithms.md §7). The grammar itself is compiled
 and followed by `specdec.grammar` (xgrammar).
 """
 

@@ -86,6 +86,15 @@ class GrammarCompiler:
                 self._cache.popitem(last=False)
         return compiled
 
+    def warm(self) -> None:
+        """Prepare the vocabulary ahead of the first constrained request (best effort: a
+        machine without xgrammar serves free text and refuses constraints when asked)."""
+        try:
+            with self._lock:
+                self._ensure_compiler()
+        except ImportError:
+            pass
+
     def _ensure_compiler(self):
         if self._compiler is None:
             import xgrammar as xgr
@@ -103,4 +112,8 @@ def compiler_for(model, tokenizer) -> GrammarCompiler | None:
         return None
     from specdec.models.loading import eos_token_ids_of
 
-    return GrammarCompiler(tokenizer, int(model.config.vocab_size), eos_token_ids_of(model, tokenizer))
+    compiler = GrammarCompiler(tokenizer, int(model.config.vocab_size), eos_token_ids_of(model, tokenizer))
+    # prepare the vocabulary now, beside the model loading, not in the first constrained request
+    # (it would hold the model thread, and every session batched on it, for ~0.5 s)
+    threading.Thread(target=compiler.warm, name="grammar-warm-up", daemon=True).start()
+    return compiler

@@ -19,6 +19,7 @@ class Role(str, enum.Enum):
     DRAFT = "draft"
     TARGET = "target"
     COORDINATOR = "coordinator"
+    GATEWAY = "gateway"  # the OpenAI-compatible HTTP API, a client of the coordinator
 
 
 def _split(addresses: Optional[str]) -> tuple[str, ...]:
@@ -26,14 +27,20 @@ def _split(addresses: Optional[str]) -> tuple[str, ...]:
 
 
 def serve(
-    role: Role = typer.Argument(..., help="Which service: draft | target | coordinator."),
+    role: Role = typer.Argument(..., help="Which service: draft | target | coordinator | gateway."),
     host: str = typer.Option("127.0.0.1", envvar="SPECDEC_HOST", help="Interface to listen on."),
     port: Optional[int] = typer.Option(
-        None, envvar="SPECDEC_PORT", help="Port (0 = any free); default 50051 coordinator, 50061 draft, 50071 target."
+        None, envvar="SPECDEC_PORT",
+        help="Port (0 = any free); default 50051 coordinator, 50061 draft, 50071 target, 8000 gateway.",
     ),
     preset: str = typer.Option("qwen-coder", envvar="SPECDEC_PRESET", help="Model pair: qwen-coder | tiny."),
     seed: int = typer.Option(0, envvar="SPECDEC_SEED", help="Seed that builds the tiny models (workers)."),
     dtype: str = typer.Option("float32", envvar="SPECDEC_DTYPE", help="float32 | bfloat16 | float16 (workers)."),
+    runtime: str = typer.Option(
+        "eager", envvar="SPECDEC_RUNTIME",
+        help="eager | compiled: each decoder layer under torch.compile, dynamic shapes; off until measured on "
+             "your device (workers).",
+    ),
     threads: Optional[int] = typer.Option(None, envvar="SPECDEC_THREADS", help="torch.set_num_threads."),
     cost_profile: Optional[str] = typer.Option(
         None, envvar="SPECDEC_COST_PROFILE", help="Emulate a device's forward latency, e.g. gpu-like (workers)."
@@ -67,6 +74,20 @@ def serve(
     ),
     target_retry_s: float = typer.Option(
         10.0, envvar="SPECDEC_TARGET_RETRY_S", help="How long a request waits for a target replica (coordinator)."
+    ),
+    coordinator: str = typer.Option(
+        "127.0.0.1:50051", envvar="SPECDEC_COORDINATOR", help="The coordinator's gRPC address, HOST:PORT (gateway)."
+    ),
+    served_model_name: Optional[str] = typer.Option(
+        None, envvar="SPECDEC_SERVED_MODEL_NAME",
+        help="The `model` requests must name; default: the coordinator's target model (gateway).",
+    ),
+    coordinator_token: Optional[str] = typer.Option(
+        None, envvar="SPECDEC_COORDINATOR_TOKEN",
+        help="Bearer token sent to the coordinator; default: --auth-token (gateway).",
+    ),
+    request_timeout: float = typer.Option(
+        0.0, envvar="SPECDEC_REQUEST_TIMEOUT", help="Each request's deadline at the coordinator, s; 0 = none (gateway)."
     ),
     grace: float = typer.Option(5.0, envvar="SPECDEC_GRACE", help="Drain time on SIGTERM, s."),
     log_level: str = typer.Option("INFO", envvar="SPECDEC_LOG_LEVEL", help="DEBUG | INFO | WARNING."),
@@ -136,6 +157,13 @@ def serve(
         telemetry = TelemetryConfig(otlp_endpoint=otlp_endpoint or None, metrics_port=metrics_port)
         from specdec.rpc.security import ServerTLS, read_token
 
+        if role is Role.GATEWAY:  # an HTTP service: its TLS flags mean something else (_gateway_config)
+            from gateway.server import run
+
+            return run(_gateway_config(
+                host, port, grace, tls_cert, tls_key, tls_ca, read_token(auth_token, auth_token_file), coordinator,
+                served_model_name, read_token(coordinator_token, None), request_timeout,
+            ))
         tls = ServerTLS(cert=tls_cert or None, key=tls_key or None, ca=tls_ca or None)
         token = read_token(auth_token, auth_token_file)
         if token and role is not Role.COORDINATOR:  # a warning: one env shared by all pods must not stop workers
@@ -160,6 +188,7 @@ def serve(
 
             config = DraftWorkerConfig(
                 host=host, port=DEFAULT_PORT if port is None else port, preset=preset, seed=seed, dtype=dtype,
+                runtime=runtime,
                 threads=threads, cost_profile=cost_profile, max_sessions=max_sessions, session_ttl_s=session_ttl,
                 max_batch=max_batch, batch_wait_ms=batch_wait_ms, chunk_tokens=chunk_tokens,
                 proposal_top_n=proposal_top_n, acceptance_head=acceptance_head, grace_s=grace, telemetry=telemetry,
@@ -171,6 +200,7 @@ def serve(
 
             config = TargetWorkerConfig(
                 host=host, port=DEFAULT_PORT if port is None else port, preset=preset, seed=seed, dtype=dtype,
+                runtime=runtime,
                 threads=threads, cost_profile=cost_profile, max_sessions=max_sessions, session_ttl_s=session_ttl,
                 max_batch=max_batch, batch_wait_ms=batch_wait_ms, chunk_tokens=chunk_tokens,
                 grace_s=grace, telemetry=telemetry, tls=tls, model=model, device=device, device_map=device_map,
@@ -201,6 +231,10 @@ def up(
     preset: str = typer.Option("qwen-coder", help="Model pair: qwen-coder | tiny."),
     tiny: bool = typer.Option(False, "--tiny", help="Shorthand for --preset tiny (random tiny models)."),
     port: int = typer.Option(50051, help="Coordinator port (workers get free ports)."),
+    http_port: Optional[int] = typer.Option(
+        None, "--http-port",
+        help="Also start the OpenAI-compatible HTTP API (the gateway) on this port of 127.0.0.1 (0 = any free).",
+    ),
     cost_profile: Optional[str] = typer.Option(None, help="Emulate a device's forward latency, e.g. gpu-like."),
     seed: int = typer.Option(0, help="Seed that builds the tiny models."),
     dtype: str = typer.Option(
@@ -228,9 +262,13 @@ def up(
     ),
 ):
     """Start draft worker, target worker and coordinator on 127.0.0.1 (or, with --ray, as
-    actors on a Ray cluster); Ctrl-C stops all."""
+    actors on a Ray cluster), and with --http-port the HTTP gateway; Ctrl-C stops all."""
     dtype = chosen_dtype(dtype, "tiny" if tiny else preset, cost_profile, gpus=draft_gpus + target_gpus)
     if ray is not None:
+        if http_port is not None:
+            typer.echo("error: --http-port is not available with --ray yet: run `specdec serve gateway "
+                       "--coordinator HOST:PORT` beside the cluster", err=True)
+            raise typer.Exit(2)
         return _up_on_ray(
             address=ray, host=ray_host or ("127.0.0.1" if ray == "local" else "0.0.0.0"), port=port, preset="tiny" if tiny else preset, seed=seed, dtype=dtype,
             draft_replicas=draft_replicas, target_replicas=target_replicas, draft_gpus=draft_gpus,
@@ -242,11 +280,13 @@ def up(
 
     stack = LocalStack(
         preset="tiny" if tiny else preset, port=port, cost_profile=cost_profile, seed=seed, dtype=dtype,
-        startup_timeout_s=startup_timeout,
+        startup_timeout_s=startup_timeout, http_port=http_port,
     )
     try:
         stack.start()
         typer.echo(f"coordinator listening on {stack.address}")
+        if stack.http_url:
+            typer.echo(f"OpenAI-compatible HTTP API on {stack.http_url}/v1")
         typer.echo(f'try: specdec generate --address {stack.address} "def fib(n):"', err=True)
         wait_until_interrupted(stack)
     except StackError as exc:
@@ -257,7 +297,7 @@ def up(
     if killed:
         typer.echo(f"error: {', '.join(killed)} did not stop within the grace period and had to be killed", err=True)
         raise typer.Exit(1)
-    typer.echo("stopped: coordinator, draft worker, target worker", err=True)
+    typer.echo(f"stopped: {'gateway, ' if stack.gateway else ''}coordinator, draft worker, target worker", err=True)
 
 
 def _up_on_ray(**options) -> None:
@@ -281,6 +321,24 @@ def _up_on_ray(**options) -> None:
         wait_until_interrupted()
 
 
+def _gateway_config(host, port, grace, tls_cert, tls_key, tls_ca, token, coordinator, served_model_name,
+                    coordinator_token, request_timeout):
+    """The gateway's flags: --tls-cert/--tls-key serve HTTPS; --tls-ca dials the coordinator over
+    TLS, verified against it, presenting --tls-cert when given (mutual TLS), as the coordinator
+    dials its workers; --auth-token is what HTTP clients must send, and (unless
+    --coordinator-token) what the gateway sends on."""
+    from gateway.config import DEFAULT_PORT, GatewayConfig
+    from specdec.rpc.security import ChannelTLS
+
+    return GatewayConfig(
+        coordinator=coordinator, host=host, port=DEFAULT_PORT if port is None else port,
+        served_model_name=served_model_name or None, auth_token=token, coordinator_token=coordinator_token,
+        tls_cert=tls_cert or None, tls_key=tls_key or None,
+        coordinator_tls=ChannelTLS(ca=tls_ca, cert=tls_cert or None, key=tls_key or None) if tls_ca else None,
+        request_timeout_s=request_timeout or None, grace_s=grace,
+    )
+
+
 def _discovery(mode: str, interval: float, namespace, draft_service, target_service):
     from coordinator.discovery import DiscoveryConfig
 
@@ -294,4 +352,5 @@ def main_for_role(role: str) -> None:
     """`python -m draft_worker ...` == `specdec serve draft ...` (likewise the others)."""
     app = typer.Typer(add_completion=False)
     app.command(help=f"Run the {role} service until SIGTERM/SIGINT.")(serve)
-    app(args=[role, *sys.argv[1:]], prog_name=f"python -m {role if role == 'coordinator' else role + '_worker'}")
+    module = role if role in ("coordinator", "gateway") else role + "_worker"
+    app(args=[role, *sys.argv[1:]], prog_name=f"python -m {module}")

@@ -11,6 +11,9 @@ drain), then SIGKILL to anything still running.
 `tls_dir` (a folder made by scripts/make_certs.py) runs every service with TLS, and
 with `mtls` (the default) with mutual TLS; `auth_token` makes the coordinator require
 it. `stack.client_kwargs()` are then the arguments a `Client` needs.
+
+`http_port` (0: a free one) also starts the OpenAI-compatible HTTP gateway (gateway/) in
+front of the coordinator, with the same TLS files and token; `stack.http_url` is its base.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from specdec.rpc.health import is_serving
@@ -60,9 +64,12 @@ class Service:
     """One child process: `python -m <module> serve-flags`, its log in a file."""
 
     def __init__(
-        self, name: str, module: str, port: int, args: list[str], log_dir: Path, tls=None, env: dict | None = None
+        self, name: str, module: str, port: int, args: list[str], log_dir: Path, tls=None, env: dict | None = None,
+        ready=None,
     ):
         self.name, self.module, self.port, self.args = name, module, port, args
+        # (address, tls) -> whether it serves; default: the gRPC health check (the gateway's: http_ready)
+        self.ready = ready or (lambda address, tls: is_serving(address, tls=tls))
         self.log_path = log_dir / f"{name}.log"
         self.process: subprocess.Popen | None = None
         self.tls = tls  # how health checks dial it (specdec.rpc.security.ChannelTLS); None: plaintext
@@ -91,7 +98,7 @@ class Service:
         while time.monotonic() < deadline:
             if not self.alive:
                 raise StackError(f"{self.name} exited with code {self.process.returncode}:\n{self.log_tail()}")
-            if is_serving(self.address, tls=self.tls):
+            if self.ready(self.address, self.tls):
                 return
             time.sleep(0.1)
         raise StackError(f"{self.name} did not report SERVING within {timeout_s:.0f}s:\n{self.log_tail()}")
@@ -126,6 +133,19 @@ class Service:
             return "(no log)"
 
 
+def http_ready(address: str, tls=None, timeout: float = 1.0) -> bool:
+    """Whether the HTTP gateway at `address` answers GET /health with 200 (its coordinator
+    answers too); over HTTPS, verified against `tls.ca`, when `tls` is given."""
+    import ssl
+
+    scheme, context = ("https", ssl.create_default_context(cafile=tls.ca)) if tls else ("http", None)
+    try:
+        with urllib.request.urlopen(f"{scheme}://{address}/health", timeout=timeout, context=context) as reply:
+            return reply.status == 200
+    except OSError:  # refused, not listening yet, not ready (urllib's HTTPError for a 503)
+        return False
+
+
 class LocalStack:
     """The three services on loopback; a context manager. `port=0` picks a free port."""
 
@@ -143,6 +163,9 @@ class LocalStack:
         tls_dir: str | Path | None = None,
         mtls: bool = True,
         auth_token: str | None = None,
+        draft_args: tuple[str, ...] = (),  # after worker_args: the draft worker's own (e.g. its --device)
+        target_args: tuple[str, ...] = (),  # ... and the target worker's
+        http_port: int | None = None,  # also start the HTTP gateway on this port (0: a free one)
     ):
         self._tmp = None if log_dir else tempfile.TemporaryDirectory(prefix="specdec-stack-")
         log_dir = Path(log_dir or self._tmp.name)
@@ -156,15 +179,25 @@ class LocalStack:
         tls_args, tls, coordinator_env = self._security()
         worker_env = {k: "" for k in SECURITY_ENV}  # only what is passed here, not the caller's env
         draft_port, target_port, coordinator_port = free_ports(3)
-        self.draft = Service("draft", "draft_worker", draft_port, [*common, *tls_args], log_dir, tls, worker_env)
-        self.target = Service("target", "target_worker", target_port, [*common, *tls_args], log_dir, tls, worker_env)
+        self.draft = Service(
+            "draft", "draft_worker", draft_port, [*common, *draft_args, *tls_args], log_dir, tls, worker_env
+        )
+        self.target = Service(
+            "target", "target_worker", target_port, [*common, *target_args, *tls_args], log_dir, tls, worker_env
+        )
         self.coordinator = Service(
             "coordinator", "coordinator", port or coordinator_port,
             ["--preset", preset, "--draft", self.draft.address, "--target", self.target.address, *tls_args,
              *coordinator_args],
             log_dir, tls, coordinator_env,
         )
-        self.services = (self.draft, self.target, self.coordinator)
+        gateway_env = coordinator_env | {"SPECDEC_COORDINATOR_TOKEN": ""}  # it sends on the stack's token
+        self.gateway = None if http_port is None else Service(
+            "gateway", "gateway", http_port or free_port(),
+            ["--coordinator", self.coordinator.address, *self._gateway_tls_args()], log_dir, tls, gateway_env,
+            ready=http_ready,
+        )
+        self.services = (self.draft, self.target, self.coordinator, *([self.gateway] if self.gateway else []))
 
     def _security(self):
         """(TLS flags of every service, how the stack itself dials them, the coordinator's env)."""
@@ -181,6 +214,14 @@ class LocalStack:
             env["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"] = str(d / "ca.crt")
         return args, ChannelTLS(ca=str(d / "ca.crt"), cert=str(d / "tls.crt"), key=str(d / "tls.key")), env
 
+    def _gateway_tls_args(self) -> list[str]:
+        """With TLS the gateway serves HTTPS and dials the coordinator verifying it against the CA,
+        presenting the services' certificate (accepted with and without mutual TLS)."""
+        if self.tls_dir is None:
+            return []
+        d = self.tls_dir
+        return ["--tls-cert", str(d / "tls.crt"), "--tls-key", str(d / "tls.key"), "--tls-ca", str(d / "ca.crt")]
+
     def client_kwargs(self) -> dict:
         """What `Client(stack.address, **stack.client_kwargs())` needs: the CA, the client
         certificate under mTLS, the token."""
@@ -195,6 +236,13 @@ class LocalStack:
     def address(self) -> str:
         return self.coordinator.address
 
+    @property
+    def http_url(self) -> str | None:
+        """The gateway's base URL (append /v1 for OpenAI clients); None without one."""
+        if self.gateway is None:
+            return None
+        return f"{'https' if self.tls_dir else 'http'}://{self.gateway.address}"
+
     def start(self) -> "LocalStack":
         try:
             for service in self.services:  # the coordinator waits for the workers by itself
@@ -207,10 +255,12 @@ class LocalStack:
         return self
 
     def stop(self) -> list[str]:
-        """The coordinator first (it drains its in-flight requests, which still need the
-        workers), then both workers at once. Returns the services that had to be killed."""
+        """The gateway first (its streams in flight still need the coordinator), the
+        coordinator next (it drains its in-flight requests, which still need the workers),
+        then both workers at once. Returns the services that had to be killed."""
         killed = []
-        for group in ((self.coordinator,), (self.draft, self.target)):
+        first = (self.gateway,) if self.gateway else ()
+        for group in (first, (self.coordinator,), (self.draft, self.target)):
             for service in group:
                 service.terminate()
             killed += [service.name for service in group if not service.stop()]

@@ -24,7 +24,9 @@ from specdec.grammar import check_constraint, compiler_for
 from specdec.loop.generate import generate as run_request
 from specdec.models import DType, check_pair, load_preset
 from specdec.models.loading import eos_token_ids_of
+from specdec.models.placement import Placement
 from specdec.models.text import TextStream, encode_messages, encode_prompt
+from specdec.runtime.compiled import apply_runtime
 from specdec.runtime.cost import CostProfile
 from specdec.runtime.session import model_device
 
@@ -66,8 +68,17 @@ class Engine:
         )
 
     @classmethod
-    def from_preset(cls, name: str = "qwen-coder", *, seed: int = 0, dtype: DType | str = "float32", **kwargs):
-        pair = load_preset(name, seed=seed, dtype=dtype)
+    def from_preset(
+        cls, name: str = "qwen-coder", *, seed: int = 0, dtype: DType | str = "float32", device: str = "cpu",
+        draft_device: str | None = None, runtime: str = "eager", **kwargs,
+    ):
+        """`device` (cpu | cuda | cuda:N) holds the target, and the draft unless `draft_device`
+        puts it elsewhere; `runtime` eager | compiled (specdec/runtime/compiled.py)."""
+        pair = load_preset(name, seed=seed, dtype=dtype, device=device)
+        if draft_device and draft_device != device:
+            pair.draft.to(Placement(draft_device).device)
+        for model in (pair.draft, pair.target):
+            apply_runtime(model, runtime)
         return cls(pair.draft, pair.target, pair.tokenizer, preset=name, **kwargs)
 
     # -- requests -----------------------------------------------------------------

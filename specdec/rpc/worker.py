@@ -16,6 +16,7 @@ from specdec.backend.sessions import sweep_interval, sweep_sessions
 from specdec.rpc import serving
 from specdec.rpc.security import ServerSecurity, ServerTLS
 from specdec.rpc.telemetry import ServiceTelemetry, worker_interceptors
+from specdec.runtime.compiled import parse_runtime
 from specdec.runtime.session import SessionStateLost
 from specdec.telemetry.config import TelemetryConfig
 
@@ -35,6 +36,7 @@ class WorkerConfig:
     tp_plan: str | None = None  # transformers tp_plan: auto (torchrun; see placement.py)
     seed: int = 0  # builds the tiny models; unused by real weights
     dtype: str = "float32"
+    runtime: str = "eager"  # eager | compiled: each decoder layer under torch.compile (specdec/runtime/compiled.py)
     threads: int | None = None  # torch.set_num_threads; None = torch's default
     cost_profile: str | None = None  # e.g. gpu-like: hold each forward to a device's latency
     max_sessions: int = 256  # KV caches held at once (LRU beyond)
@@ -49,6 +51,7 @@ class WorkerConfig:
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
+        parse_runtime(self.runtime)  # ValueError naming the choices
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         if self.max_sessions < 1:

@@ -148,12 +148,14 @@ def batched_forward(model: torch.nn.Module, items: list[BatchItem]) -> list[Forw
             rows = torch.cat([torch.arange(L - cached[b], L), torch.arange(L + F - fresh[b], L + F)]).to(device)
             own.update(layer.keys[b : b + 1, :, rows], layer.values[b : b + 1, :, rows], i)
         item.session.cache = own
-    seconds = time.perf_counter() - began
     results = []
     for b, item in enumerate(items):
         n = item.n_logits
         hidden = out.hidden_states[-1][b, -n:] if item.want_hidden else None
-        results.append(ForwardResult(out.logits[b, -n:], hidden, fresh[b], seconds, sum(fresh)))
+        results.append(ForwardResult(out.logits[b, -n:], hidden, fresh[b], 0.0, sum(fresh)))
+    seconds = time.perf_counter() - began  # after the copies to CPU: a GPU's forward has ended
+    for result in results:
+        result.seconds = seconds
     return results
 
 

@@ -42,6 +42,7 @@ class CostProfile:
             raise ValueError(f"unknown cost profile {name_or_path!r}; known: {known} (or a path to a JSON file)")
         data = json.loads(path.read_text())
         data.pop("description", None)
+        data.pop("measured", None)  # a measured profile's curves (specdec/bench/cost_curve.py): data, not settings
         return cls(**data)
 
     def budget(self, role: str, preset: str | None = None) -> "ForwardBudget":

@@ -36,9 +36,12 @@ class ForwardResult:
     batch_tokens: int = 0  # tokens of every session in the forward (merged batches: more than new_tokens)
 
     def __post_init__(self):
-        # the maths after a forward (sampling, acceptance, sparse q) runs on CPU tensors;
-        # a no-op for a model on CPU, one copy of [n_logits, V] for one on a GPU
+        # the maths after a forward (sampling, acceptance, sparse q, the SpecDec++ head) runs on
+        # CPU tensors; a no-op for a model on CPU, one copy of [n_logits, V] for one on a GPU
+        # (which also waits for the forward: time it after this, see run_single)
         self.logits = self.logits.cpu()
+        if self.hidden is not None:
+            self.hidden = self.hidden.cpu()
 
 
 @dataclass
@@ -95,7 +98,9 @@ def run_single(
         **custom,
     )
     hidden = out.hidden_states[-1][0, -n_logits:] if want_hidden else None
-    return ForwardResult(out.logits[0], hidden, len(fresh), time.perf_counter() - began, len(fresh))
+    result = ForwardResult(out.logits[0], hidden, len(fresh), 0.0, len(fresh))
+    result.seconds = time.perf_counter() - began  # after the copy to CPU: a GPU's forward has ended
+    return result
 
 
 def check_rows(

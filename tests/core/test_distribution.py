@@ -40,7 +40,7 @@ def engine(request):
 
 @pytest.fixture(scope="module", params=PAIRS)
 def truncating_engine(request):
-    """The draft's q cut to its top 8 tokens of 96 (the tiny pair: of 66)."""
+    """The draft's q cut to its top 8 tokens of 96 (the tiny pair: of 69)."""
     return truncating_engine_of(request.param)
 
 

@@ -112,7 +112,7 @@ def test_the_check_rejects_the_reference_gsd_rule(engine, monkeypatch):
 
 @pytest.fixture(scope="module", params=["fake", pytest.param("tiny", marks=pytest.mark.full)])
 def truncating(request):
-    """The draft's q cut to its top 8 tokens of 96 (the tiny pair: of 66)."""
+    """The draft's q cut to its top 8 tokens of 96 (the tiny pair: of 69)."""
     return truncating_engine(request.param)
 
 

@@ -24,11 +24,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("specdec.backend",),  # the endpoint interfaces and their in-process implementations
     ("specdec.loop",),  # the request loop, PEARL, the embedded Engine
     ("specdec.rpc", "specdec.client"),  # the gRPC edge; the SDK
-    ("draft_worker", "target_worker", "coordinator"),  # the three services
+    ("draft_worker", "target_worker", "coordinator", "gateway"),  # the services (the gateway: the HTTP API)
     ("specdec.launch",),  # whatever starts several services
     ("specdec.bench", "loadtest", "specdec.cli"),  # tools on top
 ]
-SERVICES = ("draft_worker", "target_worker", "coordinator")
+SERVICES = ("draft_worker", "target_worker", "coordinator", "gateway")
 PROJECT = ("specdec", *SERVICES, "loadtest")
 
 

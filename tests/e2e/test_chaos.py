@@ -111,6 +111,7 @@ def test_make_loadtest_chaos_runs_32_streams_and_fails_on_a_lost_request_or_a_wr
     assert args.json_path.startswith("bench-results/") and args.markdown_path.startswith("bench-results/")
 
 
+@pytest.mark.full  # ~45 s of five processes and a restart: `make test-full` (CI runs it), not the default suite
 def test_replicas_killed_under_load_lose_no_request_and_change_no_greedy_token(tmp_path):
     """8 streams, 12 tokens each; the after phase waits for the restarted target (slow to
     load while the CPUs are busy with the load: ~10-20 s here), then runs 2 s."""

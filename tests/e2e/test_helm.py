@@ -36,6 +36,7 @@ PREFIX = f"{RELEASE}-specdec"
 CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
 COMPONENTS = ("coordinator", "draft-worker", "target-worker")
 PORTS = {"coordinator": 50051, "draft-worker": 50061, "target-worker": 50071}
+GATEWAY_PORT = 8000  # the HTTP gateway (optional: gateway.enabled)
 DASHBOARD_METRICS = [
     "specdec:spec_decode_num_draft_tokens_total",
     "specdec:spec_decode_num_accepted_tokens_total",
@@ -66,9 +67,14 @@ SCENARIOS = {
         "--set", "draftWorker.threads=2", "--set", "draftWorker.dtype=bfloat16",
         "--set", "targetWorker.sessionTtl=300", "--set", "targetWorker.maxSessions=8",
         "--set", "targetWorker.costProfile=gpu-like",
+        # the HTTP gateway over TLS, with the token, every flag once
+        "--set", "gateway.enabled=true", "--set", "auth.secretName=specdec-token",
+        "--set", "gateway.servedModelName=coder", "--set", "gateway.requestTimeoutSeconds=120",
+        "--set", "gateway.graceSeconds=10",
     ],
     "tempo-hostpath": [
         "--set", "tracing.tempo.enabled=true",
+        "--set", "gateway.enabled=true",  # plaintext, no token
         "--set", "models.volume.type=hostPath",
         "--set", "coordinator.pdb.minAvailable=1",
     ],
@@ -196,6 +202,8 @@ def test_every_template_is_exercised(helm):
     (["--set", "discovery.mode=consul"], "discovery"),
     (["--set", "draftWorker.gpus=1"], "gpus"),  # a typo: the schema rejects unknown keys
     (["--set", "coordinator.graceSeconds=60"], "terminationGracePeriodSeconds"),
+    (["--set", "gateway.enabled=true", "--set", "gateway.graceSeconds=90"], "terminationGracePeriodSeconds"),
+    (["--set", "gateway.enabled=true", "--set", "gateway.requestTimeoutSeconds=-1"], "requestTimeoutSeconds"),
 ])
 def test_bad_values_fail_with_a_message(helm, args, message):
     proc = _helm_run(helm, "template", RELEASE, str(CHART), *args)
@@ -352,6 +360,40 @@ def test_mtls_mounts_the_secret_and_passes_the_flags(helm):
             assert flag(command, "--port") == str(PORTS[component])
     probe_cm = one(docs, "ConfigMap", f"{PREFIX}-probe")
     assert probe_cm["data"]["grpc_health_probe.py"] == (CHART / "files" / "grpc_health_probe.py").read_text()
+
+
+def test_gateway_is_optional_and_a_thin_client_of_the_coordinator(helm):
+    """gateway.enabled adds a Deployment and a Service speaking HTTP on its port, dialling the
+    coordinator's Service: no models, GPUs or API token; readiness asks /health (which needs the
+    coordinator), startup and liveness only the port."""
+    assert not find(render(helm), "Deployment", f"{PREFIX}-gateway")
+    docs = render(helm, "--set", "gateway.enabled=true")
+    dep = deployment(docs, "gateway")
+    pod, c = dep["spec"]["template"]["spec"], container(dep)
+    assert flag(c["args"], "--coordinator") == f"{PREFIX}-coordinator.{NAMESPACE}.svc.cluster.local:50051"
+    assert c["ports"] == [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http", "scheme": "HTTP"}
+    assert c["livenessProbe"]["tcpSocket"] == c["startupProbe"]["tcpSocket"] == {"port": "http"}
+    assert pod["automountServiceAccountToken"] is False and "initContainers" not in pod and "volumes" not in pod
+    assert "nvidia.com/gpu" not in json.dumps(c["resources"])
+    assert "SPECDEC_AUTH_TOKEN" not in json.dumps(docs)
+    service = one(docs, "Service", f"{PREFIX}-gateway")
+    assert service["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"][0]["port"] == GATEWAY_PORT and service["spec"]["ports"][0]["targetPort"] == "http"
+
+    # A token Secret reaches the coordinator and the gateway (which forwards it); TLS: HTTPS + mTLS to the coordinator
+    docs = render(helm, "--set", "gateway.enabled=true", "--set", "auth.secretName=tok", "--set", "auth.secretKey=t",
+                  "--set", "tls.enabled=true", "--set", "tls.secretName=specdec-mtls")
+    for component in ("coordinator", "gateway"):
+        env = {e["name"]: e for e in container(deployment(docs, component))["env"]}
+        assert env["SPECDEC_AUTH_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "tok", "key": "t"}}, component
+    for component in ("draft-worker", "target-worker"):
+        assert "SPECDEC_AUTH_TOKEN" not in json.dumps(deployment(docs, component))
+    dep = deployment(docs, "gateway")
+    c = container(dep)
+    assert flag(c["args"], "--tls-ca") == "/etc/specdec/tls/ca.crt" and flag(c["args"], "--tls-cert")
+    assert c["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert dep["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"] == "specdec-mtls"
 
 
 def test_network_policy_admits_only_the_coordinator(helm):
@@ -517,6 +559,11 @@ def test_rendered_args_parse_with_the_specdec_cli(helm, case):
         assert params["port"] == PORTS[component] and params["host"] == "0.0.0.0"
         for init in pod.get("initContainers", []):
             assert _parse_cli(init["args"])[0] == "fetch"
+    for found in find(docs, "Deployment", f"{PREFIX}-gateway"):
+        name, params = _parse_cli(container(found)["args"])
+        assert name == "serve" and params["role"].value == "gateway"
+        assert params["port"] == GATEWAY_PORT and params["host"] == "0.0.0.0"
+        assert params["coordinator"] == f"{PREFIX}-coordinator.{NAMESPACE}.svc.cluster.local:{PORTS['coordinator']}"
 
 
 def test_chart_ports_are_the_services_defaults():
@@ -524,9 +571,12 @@ def test_chart_ports_are_the_services_defaults():
     from draft_worker.config import DEFAULT_PORT as draft_port
     from target_worker.config import DEFAULT_PORT as target_port
 
+    from gateway.config import DEFAULT_PORT as gateway_port
+
     assert PORTS == {"coordinator": coordinator_port, "draft-worker": draft_port, "target-worker": target_port}
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert [values[k]["port"] for k in ("coordinator", "draftWorker", "targetWorker")] == list(PORTS.values())
+    assert values["gateway"]["port"] == GATEWAY_PORT == gateway_port
 
 
 # --------------------------------------------------------------------------- the mTLS probe script
@@ -602,7 +652,7 @@ def test_dockerfile():
     assert user.split(":")[0] == str(values["podSecurityContext"]["runAsUser"]) != "0"
     assert re.search(r'^ENTRYPOINT \["specdec"\]$', runtime, re.M)
     exposed = {int(p) for ln in lines if ln.startswith("EXPOSE ") for p in ln.split()[1:]}
-    ports = {values[c]["port"] for c in ("coordinator", "draftWorker", "targetWorker")} | {values["metrics"]["port"]}
+    ports = {values[c]["port"] for c in ("coordinator", "draftWorker", "targetWorker", "gateway")} | {values["metrics"]["port"]}
     assert ports <= exposed
     assert f"SPECDEC_CACHE={values['models']['cacheDir']}" in text
     ignored = (ROOT / ".dockerignore").read_text().split()

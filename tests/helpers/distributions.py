@@ -15,7 +15,7 @@ PROMPT = "the cat sat"
 
 def truncating_engine(pair: str):
     """An engine whose draft cuts its q to the top TRUNCATING_TOP_N tokens of a larger
-    vocabulary: "fake" (96 tokens, tests/helpers/fakes.py) or "tiny" (66 tokens)."""
+    vocabulary: "fake" (96 tokens, tests/helpers/fakes.py) or "tiny" (69 tokens)."""
     from specdec import Engine
     from tests.helpers.fakes import TRUNCATING, TRUNCATING_TOP_N, fake_engine
 

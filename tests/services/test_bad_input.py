@@ -91,7 +91,7 @@ CASES = [
     # -- draft worker ------------------------------------------------------------------
     Case("garbage bytes", "draft", "Draft", b"\x12\xff", INVALID, "malformed"),
     Case("empty session id", "draft", "Draft", draft(""), INVALID, "session_id"),
-    Case("token out of vocab", "draft", "Draft", draft("bad-d1", tokens=[5, 66]), INVALID, "tokens"),
+    Case("token out of vocab", "draft", "Draft", draft("bad-d1", tokens=[5, 69]), INVALID, "tokens"),
     Case("negative token", "draft", "Draft", draft("bad-d2", tokens=[-1]), INVALID, "tokens"),
     Case("no tokens at all", "draft", "Draft", draft("bad-d3", tokens=[]), INVALID, "tokens is empty"),
     Case("no stop rule", "draft", "Draft", draft("bad-d4", rule=common_pb2.StopRule()), INVALID, "rule.max_tokens"),

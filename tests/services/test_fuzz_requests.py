@@ -22,7 +22,7 @@ from coordinator.requests import ModelLimits, parse_request
 from specdec.core.request import GenerationRequest
 from specdec.pb.v1 import coordinator_pb2 as pb
 
-LIMITS = ModelLimits(context_length=1024, vocab_size=66, eos_token_ids=(1,), has_draft=True, has_acceptance_head=True)
+LIMITS = ModelLimits(context_length=1024, vocab_size=69, eos_token_ids=(1,), has_draft=True, has_acceptance_head=True)
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 INT32 = st.one_of(st.integers(-3, 70), st.integers(-(2**31), 2**31 - 1))
@@ -161,4 +161,7 @@ def test_values_in_their_ranges_are_accepted_unchanged(tokenizer, fields):
     assert request.draft_length == fields.get("draft_length", GenerationRequest.draft_length)
     assert request.ignore_eos == fields.get("ignore_eos", False)
     assert parsed.stop == tuple(fields.get("stop", ()))
-    assert list(request.prompt_ids) == list(tokenizer(fields["prompt"])["input_ids"])
+    if fields.get("chat"):  # the tiny tokenizer's chat template: "user: <prompt>\nassistant: "
+        assert list(request.prompt_ids) == list(tokenizer(f"user: {fields['prompt']}\nassistant: ")["input_ids"])
+    else:
+        assert list(request.prompt_ids) == list(tokenizer(fields["prompt"])["input_ids"])

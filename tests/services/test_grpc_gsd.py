@@ -37,7 +37,7 @@ from tests.helpers.distributions import exact_marginals
 from tests.helpers.reference import target_alone
 from tests.helpers.stats import chi_square_pvalue
 
-LIMITS = ModelLimits(context_length=1024, vocab_size=66, eos_token_ids=(1,), has_draft=True, has_acceptance_head=False)
+LIMITS = ModelLimits(context_length=1024, vocab_size=69, eos_token_ids=(1,), has_draft=True, has_acceptance_head=False)
 PROMPTS = [("the cat sat", 64), ("def add(a, b):", 17), ("hello world! 123\n", 120), ("x = [", 3), ("ab", 1)]
 SHAPES = {
     "default": {},

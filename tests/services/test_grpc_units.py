@@ -20,7 +20,7 @@ from specdec.pb.v1 import coordinator_pb2 as pb
 from specdec.rpc import convert
 from specdec.runtime.drafting import DraftToken
 
-LIMITS = ModelLimits(context_length=1024, vocab_size=66, eos_token_ids=(1,), has_draft=True, has_acceptance_head=False)
+LIMITS = ModelLimits(context_length=1024, vocab_size=69, eos_token_ids=(1,), has_draft=True, has_acceptance_head=False)
 
 
 def test_a_proposal_crosses_the_wire_bit_for_bit():
@@ -61,7 +61,7 @@ def test_request_defaults_follow_the_core():
 
 
 def test_modes_needing_a_draft_are_refused_without_one():
-    no_draft = ModelLimits(1024, 66, (1,), has_draft=False, has_acceptance_head=False)
+    no_draft = ModelLimits(1024, 69, (1,), has_draft=False, has_acceptance_head=False)
     with pytest.raises(ValueError, match="draft worker"):
         parse_request(build_request("abc", mode="pearl"), tiny_tokenizer(), no_draft)
     with pytest.raises(ValueError, match="acceptance head"):

@@ -218,6 +218,9 @@ spec:
               value: {{ printf "specdec-%s" (include "specdec.componentName" $key) | quote }}
             - name: OTEL_RESOURCE_ATTRIBUTES
               value: "k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE),service.instance.id=$(POD_NAME)"
+            {{- with and (eq $key "coordinator") (include "specdec.authTokenEnv" $root | trim) }}
+            {{- . | nindent 12 }}
+            {{- end }}
             {{- with $comp.env }}
             {{- toYaml . | nindent 12 }}
             {{- end }}

@@ -61,9 +61,9 @@ app.kubernetes.io/component: {{ include "specdec.componentName" .key }}
 {{- printf "%s-%s" (include "specdec.fullname" .root) (include "specdec.componentName" .key) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* The Service of a component: the coordinator's is a ClusterIP Service, a worker's is headless. */}}
+{{/* The Service of a component: the coordinator's and the gateway's are ClusterIP Services, a worker's is headless. */}}
 {{- define "specdec.serviceName" -}}
-{{- if eq .key "coordinator" }}
+{{- if has .key (list "coordinator" "gateway") }}
 {{- include "specdec.componentFullname" . }}
 {{- else }}
 {{- printf "%s-headless" (include "specdec.componentFullname" . | trunc 54 | trimSuffix "-") }}
@@ -124,6 +124,17 @@ with (dict "root" $ "key" "draftWorker"); empty when none. */}}
 {{- end }}
 {{- end }}
 
+{{/* SPECDEC_AUTH_TOKEN from auth.secretName, as an EnvVar list item; empty without a Secret. */}}
+{{- define "specdec.authTokenEnv" -}}
+{{- with .Values.auth.secretName }}
+- name: SPECDEC_AUTH_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ . | quote }}
+      key: {{ $.Values.auth.secretKey | quote }}
+{{- end }}
+{{- end }}
+
 {{- define "specdec.tlsSecretName" -}}
 {{- default .root.Values.tls.secretName (index .root.Values.tls.secretNames .key) }}
 {{- end }}
@@ -156,7 +167,7 @@ with (dict "root" $ "key" "draftWorker"); empty when none. */}}
 {{- end }}
 {{- end }}
 {{- end }}
-{{- range $key := list "coordinator" "draftWorker" "targetWorker" }}
+{{- range $key := list "coordinator" "draftWorker" "targetWorker" "gateway" }}
 {{- $comp := index $v $key }}
 {{- if and $comp.graceSeconds (ge (float64 $comp.graceSeconds) (float64 $comp.terminationGracePeriodSeconds)) }}
 {{- fail (printf "%s.graceSeconds (%v) must be below %s.terminationGracePeriodSeconds (%v), or the kubelet kills the drain" $key $comp.graceSeconds $key $comp.terminationGracePeriodSeconds) }}
