@@ -79,6 +79,7 @@ def _run(engine, messages, **kwargs) -> dict:
     rows0, sec0 = _grammar_totals(engine)
     budget = engine.target_endpoint.sessions.budget
     overruns0 = budget.overruns if budget is not None else 0
+    forwards0 = budget.forwards if budget is not None else 0
     began = time.perf_counter()
     out = engine.generate(messages, **kwargs)
     wall = time.perf_counter() - began
@@ -88,6 +89,7 @@ def _run(engine, messages, **kwargs) -> dict:
         "tokens": len(out.token_ids), "tau": out.stats.mean_acceptance_length, "rounds": out.stats.rounds,
         "grammar_rows": rows1 - rows0, "grammar_s": sec1 - sec0,
         "overruns": (budget.overruns - overruns0) if budget is not None else 0,
+        "forwards": (budget.forwards - forwards0) if budget is not None else 0,  # the target's
     }
 
 
@@ -159,6 +161,7 @@ def summarise(records: list[dict]) -> list[dict]:
             "finished": sum(r["schema"]["finish_reason"] == "stop" for r in mine),
             "runs": len(mine),
             "overruns": sum(r["schema"]["overruns"] + r["free"]["overruns"] for r in mine),
+            "forwards": sum(r["schema"]["forwards"] + r["free"]["forwards"] for r in mine),
         })
     return rows
 
@@ -176,8 +179,10 @@ def markdown(result: dict) -> str:
             f"{100 * row['grammar_share']:.2f}% | {row['identical']} | {row['valid']} ({row['finished']}/{row['runs']}) |"
         )
     overruns = sum(row["overruns"] for row in result["summary"])
+    forwards = sum(row["forwards"] for row in result["summary"])
     lines.append("")
-    lines.append(f"{result['settings']['prompts']} prompts; forwards over the cost profile's budget: {overruns}")
+    lines.append(f"{result['settings']['prompts']} prompts; target forwards over the cost profile's budget: "
+                 f"{overruns} of {forwards}" + (" (INVALID as an emulation)" if overruns else " (valid)"))
     return "\n".join(lines)
 
 
