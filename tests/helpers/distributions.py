@@ -10,7 +10,7 @@ import torch
 from specdec.core.sampling import SamplingParams, logits_to_probs
 from specdec.models import load_preset
 
-PROMPT = "the cat sat"
+PROMPT = "the cat"  # (with 69 tokens, after "the cat sat" the tiny target is nearly certain: 0.985)
 
 
 def truncating_engine(pair: str):
