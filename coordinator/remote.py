@@ -38,6 +38,7 @@ import grpc
 from specdec.backend.endpoints import EndpointUnavailable
 from specdec.core.policies import StopRule
 from specdec.core.sampling import SamplingParams, SparseDist
+from specdec.core.sequences import common_prefix
 from specdec.core.speed import SpeedRatio
 from specdec.core.tree import DraftTree, TreeParams
 from specdec.gsd.verifying import TreeVerification
@@ -62,7 +63,6 @@ from specdec.rpc.convert import (
 from specdec.rpc.security import ChannelTLS, open_aio_channel
 from specdec.rpc.session_binding import SESSION_KEY, SessionKeys
 from specdec.runtime.drafting import DraftToken
-from specdec.runtime.session import common_prefix
 from specdec.runtime.verifying import Verification
 from specdec.telemetry import spans
 

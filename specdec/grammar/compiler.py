@@ -31,11 +31,15 @@ def _grammar(constraint: OutputConstraint):
 
 def check_constraint(constraint: OutputConstraint | None) -> None:
     """ValueError naming what is wrong when the schema, pattern or grammar does not compile."""
-    if constraint is None:
-        return
+    if constraint is not None:
+        _checked_grammar(constraint)
+
+
+def _checked_grammar(constraint: OutputConstraint):
+    """The constraint's Grammar, or a ValueError saying what to fix (not xgrammar's own error)."""
     constraint.validate()
     try:
-        _grammar(constraint)
+        return _grammar(constraint)
     except Exception as exc:  # xgrammar raises RuntimeError / its own errors with a message
         what = {"json_schema": "JSON schema", "regex": "regex", "grammar": "EBNF grammar"}.get(constraint.kind.value)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -75,9 +79,8 @@ class GrammarCompiler:
                 self._cache.move_to_end(key)
                 return self._cache[key]
             compiler = self._ensure_compiler()
-        check_constraint(constraint)  # a clear ValueError before xgrammar's own
         began = time.perf_counter()
-        compiled = compiler.compile_grammar(_grammar(constraint))
+        compiled = compiler.compile_grammar(_checked_grammar(constraint))
         self.stats.compiles += 1
         self.stats.compile_seconds += time.perf_counter() - began
         with self._lock:

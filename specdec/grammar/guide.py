@@ -21,16 +21,7 @@ from typing import Sequence
 import torch
 
 from specdec.core.constraint import OutputConstraint
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    if list(a[:n]) == list(b[:n]):
-        return n
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
+from specdec.core.sequences import common_prefix
 
 
 class Guide:
@@ -54,7 +45,7 @@ class Guide:
         """Hold exactly sequence[start:]. A committed or drafted token always fits the
         grammar (each was drawn under its mask), so one that does not is a bug: raise."""
         generated = sequence[self.start :]
-        keep = _common_prefix(self.accepted, generated)
+        keep = common_prefix(self.accepted, generated)
         self._rollback(len(self.accepted) - keep)
         del self.accepted[keep:]
         for token in generated[keep:]:

@@ -22,13 +22,9 @@ from typing import Sequence
 
 import torch
 
+from specdec.core.sequences import common_prefix
 from specdec.core.tree import ROOT
-from specdec.runtime.session import (
-    ForwardResult,
-    ModelSession,
-    SessionStateLost,
-    common_prefix,
-)
+from specdec.runtime.session import ForwardResult, ModelSession, SessionStateLost
 
 TREE_ROW = -1  # session.tokens entry of a cached row that is not on the linear sequence
 # A target call whose uncached committed tail is longer than this prefills it first

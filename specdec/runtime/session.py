@@ -20,6 +20,7 @@ from typing import Iterator, Sequence
 import torch
 from transformers import DynamicCache
 
+from specdec.core.sequences import common_prefix
 from specdec.runtime.cost import ForwardBudget
 
 
@@ -50,14 +51,6 @@ class Step:
     tokens: int = 0  # tokens run through the model in this step
     batch_tokens: int = 0  # tokens of all sessions in the forwards that ran them (merged: more)
     seconds: float = 0.0  # the step's time, including any cost-profile wait (set when it ends)
-
-
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
